@@ -1,0 +1,71 @@
+"""LoweredModel: the contract between lowering (TVM) and the static-runtime generator.
+
+Lowering (``lowering.py``) produces a LoweredModel; the planner, the runtime generator, the graph
+JSON and the MLF metadata consume it and never touch TVM. See docs/architecture.md, contract 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+# Tensor kinds.
+INPUT = "input"  # model input: a caller-owned buffer, outside the arena
+OUTPUT = "output"  # model output: a caller-owned buffer, outside the arena
+CONSTANT = "constant"  # weights: const arrays in flash
+INTERMEDIATE = "intermediate"  # activations between kernels: placed in the arena
+WORKSPACE = "workspace"  # kernel scratch passed as an extra parameter: placed in the arena
+
+KINDS = (INPUT, OUTPUT, CONSTANT, INTERMEDIATE, WORKSPACE)
+
+
+@dataclasses.dataclass
+class Tensor:
+    """One storage tensor. ``name`` is unique in the model (the original model name for inputs
+    and outputs, a generated one otherwise); C code uses ``naming.c_identifier(name)``."""
+
+    name: str
+    shape: Tuple[int, ...]
+    dtype: str  # numpy dtype name: "float32", "int8", "uint8", "int16", "int32", "int64", "bool"
+    kind: str
+    data: Optional[np.ndarray] = None  # CONSTANT only, already of ``dtype`` and ``shape``
+
+    @property
+    def nbytes(self) -> int:
+        count = 1
+        for dim in self.shape:
+            count *= int(dim)
+        return count * np.dtype(self.dtype).itemsize
+
+
+@dataclasses.dataclass
+class KernelCall:
+    """One call of a plain-C kernel in destination-passing style.
+
+    ``args`` are tensor names in the kernel's parameter order (inputs and constants, then outputs,
+    then workspaces). The kernel's C prototype is ``int32_t func_name(T0* a0, T1* a1, ...)``
+    with Ti the C type of the tensor's dtype.
+    """
+
+    func_name: str
+    args: List[str]
+    # Which args the kernel writes (outputs and workspaces); the rest are read.
+    writes: List[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class LoweredModel:
+    name: str  # the model name given to tvmc (--model-name), e.g. "default"
+    tensors: Dict[str, Tensor]
+    inputs: List[str]  # model input tensor names, in the model's order
+    outputs: List[str]  # model output tensor names, in the model's order
+    calls: List[KernelCall]  # in execution order
+    kernels_c: str  # C99 source defining every kernel in ``calls``; no TVM headers needed
+    source_text: str = ""  # the Relax module as text, archived as src/<name>.relax
+    target: str = "c"  # the target as given, archived in metadata
+    notes: List[str] = dataclasses.field(default_factory=list)  # workarounds applied, for the report
+
+    def tensor(self, name: str) -> Tensor:
+        return self.tensors[name]

@@ -1,0 +1,20 @@
+"""Errors shared by the transports, the Project API server and client, and the session.
+
+The three named server errors travel on the Project API wire by class name (a JSON-RPC server
+error whose ``message`` is the class name), so their names are part of the protocol."""
+
+
+class IoTimeoutError(Exception):
+    """No byte arrived (or none could be written) within the timeout."""
+
+
+class TransportClosedError(Exception):
+    """The byte stream is closed: the device or emulator went away, or close_transport ran."""
+
+
+class UnsupportedTVMVersionError(Exception):
+    """The client's TVM version is one this server cannot serve."""
+
+
+class SessionError(Exception):
+    """The device session failed (handshake, protocol or device error); the message says which."""

@@ -1,0 +1,53 @@
+/*
+ * The device side of host-driven inference (docs/rpc-protocol.md): framing and sessions
+ * byte-compatible with microTVM, and our command layer above them. A template's main()
+ * initialises its hardware and calls mtp_rpc_server_run().
+ */
+#ifndef MTP_RPC_H_
+#define MTP_RPC_H_
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Largest packet payload (session header + command message) the device receives or sends.
+ * Two buffers of this size are the runtime's main RAM use. Override with -DMTP_MAX_PACKET=N
+ * (at least 64). */
+#ifndef MTP_MAX_PACKET
+#if defined(__AVR__)
+#define MTP_MAX_PACKET 256
+#else
+#define MTP_MAX_PACKET 4096
+#endif
+#endif
+
+/* Bytes the framer collects before one mtp_platform_write call (stack use of a send). */
+#ifndef MTP_WRITE_CHUNK
+#if defined(__AVR__)
+#define MTP_WRITE_CHUNK 16
+#else
+#define MTP_WRITE_CHUNK 128
+#endif
+#endif
+
+/* Bytes requested per mtp_platform_read call (stack use of the receive loop). */
+#ifndef MTP_READ_CHUNK
+#if defined(__AVR__)
+#define MTP_READ_CHUNK 16
+#else
+#define MTP_READ_CHUNK 256
+#endif
+#endif
+
+/* Serves host requests until mtp_platform_read() reports the link closed. */
+void mtp_rpc_server_run(void);
+
+/* Sends a line of text to the host on the session's log channel (shown by the host's logger).
+ * Call it from the main thread only (not from an interrupt handler). */
+void mtp_log(const char *message);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MTP_RPC_H_ */
