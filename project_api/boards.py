@@ -67,11 +67,19 @@ def board_names(platform: Optional[str] = None) -> List[str]:
 
 
 def get_board(name: str, platform: Optional[str] = None) -> Board:
-    """Look a board up by name or legacy alias; raise UnknownBoardError naming the choices."""
+    """Look a board up by name, legacy alias or Zephyr board name (``mps2/an385``); raise
+    UnknownBoardError naming the choices."""
     for board in all_boards(platform):
-        if name == board.name or name in board.aliases:
+        if name == board.name or name in board.aliases or (board.zephyr_board and name == board.zephyr_board):
             return board
     where = f" for platform '{platform}'" if platform else ""
     raise UnknownBoardError(
         f"unknown board '{name}'{where}; known boards: {', '.join(board_names(platform))}"
     )
+
+
+def board_choices(platform: str) -> tuple:
+    """Every accepted spelling of the platform's boards (names, then legacy aliases): the
+    ``choices`` of a template's ``board`` option."""
+    boards = sorted(all_boards(platform), key=lambda b: b.name)
+    return tuple(b.name for b in boards) + tuple(a for b in boards for a in b.aliases)

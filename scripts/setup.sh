@@ -30,5 +30,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 PYTHON=${PYTHON:-python3}
-"$PYTHON" -m pip install -q --disable-pip-version-check -e ".[test]"
+# wheel: tests build our wheel offline (pip wheel --no-build-isolation) with the installed setuptools.
+"$PYTHON" -m pip install -q --disable-pip-version-check wheel -e ".[test]"
 echo "setup: done ($("$PYTHON" -c 'import tvm; print("apache-tvm", tvm.__version__)'))"

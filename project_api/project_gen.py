@@ -1,0 +1,330 @@
+"""Helpers every template server uses to lay out a generated project (contract 5).
+
+``generate_common`` does the steps all templates share; a template then adds its build files:
+
+    PROJECT/microtvm_api_server.py, Makefile ...   the template's own files (copy_template)
+    PROJECT/model.tar, PROJECT/model/              the MLF and its extracted sources (install_mlf)
+    PROJECT/device_runtime/                        the shared on-device runtime (copy_device_runtime)
+    PROJECT/src/model_glue.c                       mtp_model for the runtime (write_model_glue)
+    PROJECT/project.yaml                           the generation options (write_project_yaml)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import shutil
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import yaml
+
+from . import __version__, naming, resources
+from .boards import Board
+from .compiler import mlf
+from .server import ServerError
+
+MLF_FILENAME = "model.tar"
+MLF_DIRNAME = "model"
+DEVICE_RUNTIME_DIRNAME = "device_runtime"
+MODEL_GLUE_RELPATH = "src/model_glue.c"
+PROJECT_YAML = "project.yaml"
+
+# Never copied from a template into a project.
+_TEMPLATE_SKIP = ("__pycache__", "build", "*.pyc")
+
+
+class ProjectGenerationError(ServerError):
+    """A project cannot be generated; the message says why and what to do."""
+
+
+# ---- the model as project generation sees it --------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    name: str  # as in the model (unsanitized)
+    dtype: str  # numpy dtype name
+    shape: Tuple[int, ...]
+    size_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    name: str  # module name: tvmgen_<c_identifier(name)>_run
+    inputs: Tuple[TensorInfo, ...]
+    outputs: Tuple[TensorInfo, ...]
+    workspace_size_bytes: int
+    constants_size_bytes: int
+    io_size_bytes: int
+
+    @property
+    def c_name(self) -> str:
+        return naming.c_identifier(self.name)
+
+
+def read_mlf(mlf_path: pathlib.Path) -> ModelInfo:
+    """The model info of an MLF archive (any version read_metadata reads), with one-line errors."""
+    mlf_path = pathlib.Path(mlf_path)
+    try:
+        metadata = mlf.read_metadata(mlf_path)
+    except FileNotFoundError as err:
+        raise ProjectGenerationError(f"Model Library Format archive {mlf_path} does not exist; run tvmc compile first") from err
+    except mlf.MLFError as err:
+        raise ProjectGenerationError(str(err)) from err
+    return model_info(metadata, str(mlf_path))
+
+
+def _tensor_infos(tensors: Sequence[dict], where: str) -> Tuple[TensorInfo, ...]:
+    infos = []
+    for t in tensors:
+        name, dtype, size = t["name"], str(t["dtype"]), int(t["size"])
+        itemsize = np.dtype(dtype).itemsize
+        shape = tuple(int(d) for d in (t.get("shape") if t.get("shape") is not None else (size // itemsize,)))
+        if int(np.prod(shape, dtype=np.int64)) * itemsize != size:
+            raise ProjectGenerationError(f"{where}: tensor '{name}' has shape {list(shape)} of {dtype} but size {size} B")
+        infos.append(TensorInfo(name, dtype, shape, size))
+    return tuple(infos)
+
+
+def model_info(metadata: dict, where: str = "MLF") -> ModelInfo:
+    """ModelInfo from ``project_api.compiler.mlf.read_metadata``'s normalized dict."""
+    if not metadata.get("inputs") or not metadata.get("outputs"):
+        raise ProjectGenerationError(f"{where}: the metadata does not describe the model's inputs and outputs")
+    try:
+        return ModelInfo(
+            name=metadata["model_name"],
+            inputs=_tensor_infos(metadata["inputs"], where),
+            outputs=_tensor_infos(metadata["outputs"], where),
+            workspace_size_bytes=int(metadata.get("workspace_size_bytes") or 0),
+            constants_size_bytes=int(metadata.get("constants_size_bytes") or 0),
+            io_size_bytes=int(metadata.get("io_size_bytes") or 0),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise ProjectGenerationError(f"{where}: malformed tensor description in the metadata ({err})") from err
+
+
+def check_model_fits(model: ModelInfo, board: Board) -> None:
+    """Refuse a model whose static memory cannot fit the board (code size is checked at link time)."""
+    io_bytes = sum(t.size_bytes for t in model.inputs + model.outputs)
+    ram = model.workspace_size_bytes + io_bytes
+    if ram > board.ram_bytes:
+        raise ProjectGenerationError(
+            f"model '{model.name}' needs {ram:,} B of RAM (arena {model.workspace_size_bytes:,} B + inputs/outputs "
+            f"{io_bytes:,} B) but board {board.name} has {board.ram_bytes:,} B; pick a board with more RAM or a smaller model"
+        )
+    if model.constants_size_bytes > board.flash_bytes:
+        raise ProjectGenerationError(
+            f"model '{model.name}' has {model.constants_size_bytes:,} B of constants but board {board.name} has "
+            f"{board.flash_bytes:,} B of flash; pick a board with more flash or a smaller model"
+        )
+
+
+# ---- files ------------------------------------------------------------------------------------
+
+
+def prepare_project_dir(project_dir: pathlib.Path) -> None:
+    """Create project_dir; it must not exist yet, or be empty."""
+    project_dir = pathlib.Path(project_dir)
+    if project_dir.exists() and (not project_dir.is_dir() or any(project_dir.iterdir())):
+        raise ProjectGenerationError(f"project directory {project_dir} already exists and is not empty; remove it or pick another")
+    project_dir.mkdir(parents=True, exist_ok=True)
+
+
+def copy_template(template_dir: pathlib.Path, project_dir: pathlib.Path) -> None:
+    """Copy the template's files (its server, build files, src/) into the project."""
+    shutil.copytree(template_dir, project_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*_TEMPLATE_SKIP))
+
+
+def _extract(tar_path: pathlib.Path, dest: pathlib.Path, what: str) -> None:
+    try:
+        mlf.extract_mlf(tar_path, dest)  # refuses links and members outside dest
+    except (mlf.MLFError, OSError) as err:
+        raise ProjectGenerationError(f"cannot extract {what}: {err}") from err
+
+
+def install_mlf(mlf_path: pathlib.Path, project_dir: pathlib.Path) -> ModelInfo:
+    """Copy the MLF to PROJECT/model.tar, extract it to PROJECT/model/, return its model info."""
+    mlf_path = pathlib.Path(mlf_path)
+    info = read_mlf(mlf_path)
+    if mlf_path.is_dir():
+        raise ProjectGenerationError(f"{mlf_path} is a directory; give the Model Library Format .tar archive")
+    shutil.copy2(mlf_path, project_dir / MLF_FILENAME)
+    _extract(project_dir / MLF_FILENAME, project_dir / MLF_DIRNAME, "Model Library Format archive")
+    header = project_dir / MLF_DIRNAME / "codegen" / "host" / "include" / f"tvmgen_{info.c_name}.h"
+    if not header.is_file():
+        raise ProjectGenerationError(
+            f"{mlf_path} lacks codegen/host/include/tvmgen_{info.c_name}.h: export it with the C interface (tvmc compile)"
+        )
+    return info
+
+
+def copy_device_runtime(project_dir: pathlib.Path) -> None:
+    shutil.copytree(resources.device_runtime_dir(), pathlib.Path(project_dir) / DEVICE_RUNTIME_DIRNAME,
+                    dirs_exist_ok=True, ignore=shutil.ignore_patterns(*_TEMPLATE_SKIP))
+
+
+def extract_extra_files(extra_files_tar: Optional[str], project_dir: pathlib.Path) -> None:
+    """The extra_files_tar option: a tar extracted over the project."""
+    if not extra_files_tar:
+        return
+    path = pathlib.Path(extra_files_tar)
+    if not path.is_file():
+        raise ProjectGenerationError(f"extra_files_tar {path} does not exist")
+    _extract(path, project_dir, "extra_files_tar")
+
+
+def write_project_yaml(project_dir: pathlib.Path, options: dict, model: Optional[ModelInfo] = None) -> pathlib.Path:
+    path = pathlib.Path(project_dir) / PROJECT_YAML
+    content = {"generated_by": f"microtvm-projects {__version__}", "options": dict(options)}
+    if model is not None:
+        content["model"] = model.name
+    path.write_text(
+        "# The options this project was generated with (read by its microtvm_api_server.py).\n"
+        + yaml.safe_dump(content, sort_keys=True), encoding="utf-8")
+    return path
+
+
+def read_project_yaml(project_dir: pathlib.Path) -> dict:
+    """The options a project was generated with ({} for a template)."""
+    path = pathlib.Path(project_dir) / PROJECT_YAML
+    if not path.is_file():
+        return {}
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ProjectGenerationError(f"{path} is not valid YAML: {err}") from err
+    return dict(content.get("options") or {})
+
+
+# ---- model_glue.c -----------------------------------------------------------------------------
+
+_DTYPE_CODES = {"i": "MTP_DTYPE_INT", "u": "MTP_DTYPE_UINT", "f": "MTP_DTYPE_FLOAT", "b": "MTP_DTYPE_UINT"}
+
+
+def _c_string(text: str) -> str:
+    out = []
+    for byte in text.encode("utf-8"):
+        ch = chr(byte)
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif 0x20 <= byte < 0x7F and ch != "?":  # '?' avoids trigraphs
+            out.append(ch)
+        else:
+            out.append(f"\\{byte:03o}")
+    return '"' + "".join(out) + '"'
+
+
+def _tensor_table(kind: str, tensors: Sequence[TensorInfo]) -> Tuple[List[str], str]:
+    """Buffers + shapes + the mtp_tensor_t array of one direction; returns (lines, array name)."""
+    lines = []
+    entries = []
+    for i, t in enumerate(tensors):
+        dtype = np.dtype(t.dtype)
+        if dtype.kind not in _DTYPE_CODES:
+            raise ProjectGenerationError(f"tensor '{t.name}' has dtype {t.dtype}, which the device runtime cannot carry")
+        buf = f"{kind}{i}"
+        # A union with the widest scalar types aligns the buffer for any element type, in plain C99.
+        lines.append(f"static union {{ uint8_t bytes[{max(t.size_bytes, 1)}]; double d; int64_t i; void* p; }} {buf}_buf;"
+                     f"  /* {t.name} */")
+        shape = ", ".join(str(d) for d in t.shape) or "1"
+        lines.append(f"static const int32_t {buf}_shape[{max(len(t.shape), 1)}] = {{{shape}}};")
+        entries.append(
+            f"  {{{_c_string(t.name)}, {_DTYPE_CODES[dtype.kind]}, {dtype.itemsize * 8}, {len(t.shape)}, "
+            f"{buf}_shape, {t.size_bytes}u, {buf}_buf.bytes}},"
+        )
+    if not tensors:
+        return lines, "0"
+    lines.append(f"static const mtp_tensor_t {kind}s[{len(tensors)}] = {{")
+    lines.extend(entries)
+    lines.append("};")
+    return lines, f"{kind}s"
+
+
+def model_glue_source(model: ModelInfo) -> str:
+    mod = model.c_name
+    input_lines, inputs = _tensor_table("input", model.inputs)
+    output_lines, outputs = _tensor_table("output", model.outputs)
+    run = [f"static int32_t run_model(void) {{",
+           f"  struct tvmgen_{mod}_inputs inputs_struct;",
+           f"  struct tvmgen_{mod}_outputs outputs_struct;"]
+    for kind, tensors in (("inputs", model.inputs), ("outputs", model.outputs)):
+        for i, t in enumerate(tensors):
+            run.append(f"  {kind}_struct.{naming.c_identifier(t.name)} = {kind[:-1]}{i}_buf.bytes;")
+    run += [f"  return tvmgen_{mod}_run(&inputs_struct, &outputs_struct);", "}"]
+    return "\n".join([
+        f"/* Generated by microtvm-projects {__version__} from the model's MLF metadata: do not edit.",
+        " * The model as the device runtime sees it (device_runtime/include/mtp_model.h). */",
+        "#include <stdint.h>",
+        "",
+        '#include "mtp_model.h"',
+        f'#include "tvmgen_{mod}.h"',
+        "",
+        *input_lines,
+        *output_lines,
+        "",
+        *run,
+        "",
+        "const mtp_model_t mtp_model = {",
+        f"  {_c_string(model.name)}, {len(model.inputs)}, {len(model.outputs)}, {inputs}, {outputs},",
+        f"  {model.workspace_size_bytes}u, run_model,",
+        "};",
+        "",
+    ])
+
+
+def write_model_glue(model: ModelInfo, path: pathlib.Path) -> pathlib.Path:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(model_glue_source(model), encoding="utf-8")
+    return path
+
+
+# ---- all of it --------------------------------------------------------------------------------
+
+
+def generate_common(template_dir: pathlib.Path, mlf_path: pathlib.Path, project_dir: pathlib.Path,
+                    options: dict, board: Board) -> ModelInfo:
+    """The steps every template's generate_project shares; returns the model info. On failure the
+    half-made project directory is removed so a retry starts clean."""
+    project_dir = pathlib.Path(project_dir)
+    existed = project_dir.exists()
+    prepare_project_dir(project_dir)
+    try:
+        model = read_mlf(mlf_path)
+        check_model_fits(model, board)
+        copy_template(template_dir, project_dir)
+        install_mlf(mlf_path, project_dir)
+        copy_device_runtime(project_dir)
+        write_model_glue(model, project_dir / MODEL_GLUE_RELPATH)
+        extract_extra_files(options.get("extra_files_tar"), project_dir)
+        write_project_yaml(project_dir, options, model)
+        return model
+    except BaseException:
+        if existed:
+            for child in project_dir.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        else:
+            shutil.rmtree(project_dir, ignore_errors=True)
+        raise
+
+
+def compile_definitions(value: Optional[str]) -> List[str]:
+    """The compile_definitions option ('A=1 B', or comma separated) as -D flags."""
+    if not value:
+        return []
+    return [f"-D{d}" for d in value.replace(",", " ").split()]
+
+
+def options_with_defaults(project_dir: pathlib.Path, options: Dict) -> Dict:
+    """Options for build/flash/open_transport of a generated project: what the call set
+    explicitly, else what generation recorded in project.yaml, else the option's default."""
+    recorded = read_project_yaml(project_dir)
+    explicit = getattr(options, "given", None)  # server.Options knows; a plain dict: None = unset
+    merged = dict(options)
+    for name, value in recorded.items():
+        if value is None:
+            continue
+        if (name not in explicit) if explicit is not None else (merged.get(name) is None):
+            merged[name] = value
+    return merged

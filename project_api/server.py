@@ -1,0 +1,508 @@
+"""The Project API server framework: every template's ``microtvm_api_server.py`` is written on it.
+
+JSON-RPC 2.0 over two file descriptors (``--read-fd`` / ``--write-fd``), one JSON object per
+line, protocol version 1 — the wire of TVM's microTVM Project API (docs/project-api.md), so
+TVM's own client can drive our servers. Names follow the legacy ``tvm.micro.project_api.server``:
+a legacy server ports by changing its import.
+
+What the framework does so handlers need not: it validates every request and replies with the
+JSON-RPC error code for what is wrong (and keeps serving after a malformed line), converts the
+``options`` dict to the declared option types (tvmc sends strings), fills in defaults, drops
+unknown keys and checks ``choices`` and ``required`` before a handler method runs, encodes
+transport bytes as Base85, and maps the named errors onto the wire.
+"""
+
+from __future__ import annotations
+
+import abc
+import argparse
+import base64
+import binascii
+import dataclasses
+import enum
+import json
+import logging
+import os
+import pathlib
+import signal
+import sys
+import traceback
+from typing import Any, BinaryIO, List, NamedTuple, Optional, Sequence
+
+from . import PROTOCOL_VERSION
+from .errors import IoTimeoutError, TransportClosedError, UnsupportedTVMVersionError
+# One definition shared with the transports (seconds; 0 = wait forever).
+from .rpc.transport import TransportTimeouts
+
+__all__ = [
+    "ErrorCode",
+    "IoTimeoutError",
+    "JSONRPCError",
+    "NAMED_ERRORS",
+    "OPTION_TYPES",
+    "PROTOCOL_VERSION",
+    "ProjectAPIHandler",
+    "ProjectAPIServer",
+    "ProjectOption",
+    "ServerError",
+    "ServerInfo",
+    "TransportClosedError",
+    "TransportTimeouts",
+    "UnsupportedTVMVersionError",
+    "default_project_options",
+    "main",
+]
+
+_LOG = logging.getLogger(__name__)
+
+# Errors that travel by class name: the reply's message is exactly the name (the legacy client
+# rebuilds them that way) and the human-readable detail goes in data["detail"].
+NAMED_ERRORS = (IoTimeoutError, TransportClosedError, UnsupportedTVMVersionError)
+
+OPTION_TYPES = ("bool", "int", "str")
+
+
+class ErrorCode(enum.IntEnum):
+    SERVER_ERROR = -32000  # the handler failed; message says why
+    PARSE_ERROR = -32700  # the line is not JSON (or not UTF-8)
+    INVALID_REQUEST = -32600  # JSON, but not a JSON-RPC 2.0 request object
+    METHOD_NOT_FOUND = -32601
+    INVALID_PARAMS = -32602  # missing, extra or mistyped params, or bad option values
+    INTERNAL_ERROR = -32603  # the handler returned something the framework cannot send
+
+
+class ServerError(Exception):
+    """A failure the user should read (raise it from a handler): replies SERVER_ERROR with
+    ``message`` as given."""
+
+    def __init__(self, message: str = "ServerError"):
+        super().__init__(message)  # keyword `message=` too, as legacy servers wrote it
+
+
+class JSONRPCError(Exception):
+    """A protocol-level error reply (bad request, params, method ...)."""
+
+    def __init__(self, code: ErrorCode, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclasses.dataclass(frozen=True)
+class ProjectOption:
+    """One project option as advertised by server_info_query.
+
+    ``required`` / ``optional`` name the methods that need / accept the option. ``type`` is the
+    wire type name: "bool", "int" or "str"."""
+
+    name: str
+    choices: Optional[Sequence[Any]] = None
+    default: Any = None
+    type: str = "str"
+    required: Sequence[str] = ()
+    optional: Sequence[str] = ()
+    help: str = ""
+
+    def __post_init__(self):
+        if self.type not in OPTION_TYPES:
+            raise ValueError(f"option '{self.name}': type must be one of {OPTION_TYPES}, not {self.type!r}")
+        # Normalise to tuples so options are hashable and compare equal however they were given.
+        for field in ("required", "optional"):
+            object.__setattr__(self, field, tuple(getattr(self, field) or ()))
+        if self.choices is not None:
+            object.__setattr__(self, "choices", tuple(self.choices))
+
+    def replace(self, attributes: Optional[dict] = None, **changes) -> "ProjectOption":
+        """A copy with fields changed (legacy servers pass a dict, new code keywords)."""
+        return dataclasses.replace(self, **dict(attributes or {}, **changes))
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "choices": None if self.choices is None else list(self.choices),
+            "default": self.default,
+            "type": self.type,
+            "required": list(self.required),
+            "optional": list(self.optional),
+            "help": self.help,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "ProjectOption":
+        return cls(
+            name=obj["name"],
+            choices=obj.get("choices"),
+            default=obj.get("default"),
+            type=obj.get("type") or "str",
+            required=obj.get("required") or (),
+            optional=obj.get("optional") or (),
+            help=obj.get("help") or "",
+        )
+
+    def convert(self, value: Any) -> Any:
+        """Return ``value`` as this option's type; raise ValueError saying what was expected."""
+        if self.type == "bool":
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, int) and value in (0, 1):
+                return bool(value)
+            if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+                return _BOOL_WORDS[value.strip().lower()]
+            raise ValueError(f"want a bool (true/false), got {value!r}")
+        if self.type == "int":
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            if isinstance(value, str):
+                try:
+                    return int(value.strip(), 0)
+                except ValueError:
+                    pass
+            raise ValueError(f"want an integer, got {value!r}")
+        if isinstance(value, str):
+            return value
+        raise ValueError(f"want a string, got {value!r}")
+
+
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
+class ServerInfo(NamedTuple):
+    platform_name: str
+    is_template: bool
+    model_library_format_path: Optional[pathlib.Path]  # None (or "") for a template
+    project_options: List[ProjectOption]
+
+
+def default_project_options(**changes) -> List[ProjectOption]:
+    """The options most templates share (the legacy set); ``name={"field": value}`` changes one."""
+    options = [
+        ProjectOption("verbose", type="bool", default=False, optional=("generate_project", "build"),
+                      help="Show the build tool's commands and output."),
+        ProjectOption("project_type", type="str", default="host_driven", choices=("host_driven",),
+                      optional=("generate_project",), help="Type of project to generate."),
+        ProjectOption("board", type="str", required=("generate_project",), help="Name of the board to build for."),
+        ProjectOption("warning_as_error", type="bool", default=False, optional=("generate_project",),
+                      help="Compile with -Werror."),
+        ProjectOption("compile_definitions", type="str", optional=("generate_project",),
+                      help="Extra preprocessor definitions, e.g. 'A=1 B' (space or comma separated)."),
+        ProjectOption("extra_files_tar", type="str", optional=("generate_project",),
+                      help="A tar archive whose contents are extracted into the generated project."),
+    ]
+    by_name = {o.name: o for o in options}
+    for name, fields in changes.items():
+        if name not in by_name:
+            raise ValueError(f"option '{name}' is not a default project option ({', '.join(by_name)})")
+        by_name[name] = by_name[name].replace(**fields)
+    return list(by_name.values())
+
+
+class ProjectAPIHandler(metaclass=abc.ABCMeta):
+    """What a template implements. Methods receive typed, validated arguments (see module doc)."""
+
+    @abc.abstractmethod
+    def server_info_query(self, tvm_version: str) -> ServerInfo:
+        """Describe the server; raise UnsupportedTVMVersionError to refuse a client."""
+
+    @abc.abstractmethod
+    def generate_project(self, model_library_format_path: pathlib.Path, standalone_crt_dir: Optional[pathlib.Path],
+                         project_dir: pathlib.Path, options: dict) -> None:
+        """Create ``project_dir`` (absent or empty) from the MLF; standalone_crt_dir is unused by ours."""
+
+    @abc.abstractmethod
+    def build(self, options: dict) -> None:
+        ...
+
+    @abc.abstractmethod
+    def flash(self, options: dict) -> None:
+        ...
+
+    @abc.abstractmethod
+    def open_transport(self, options: dict) -> TransportTimeouts:
+        ...
+
+    @abc.abstractmethod
+    def close_transport(self) -> None:
+        """Idempotent: a no-op when no transport is open (the framework also calls it at exit)."""
+
+    @abc.abstractmethod
+    def read_transport(self, n: int, timeout_sec: Optional[float]) -> bytes:
+        """Return 1..n bytes; raise IoTimeoutError when none arrives in time, TransportClosedError
+        when the link is gone."""
+
+    @abc.abstractmethod
+    def write_transport(self, data: bytes, timeout_sec: Optional[float]) -> None:
+        """Write all of ``data`` or raise."""
+
+    def project_options(self) -> List[ProjectOption]:
+        """The options the framework validates against. The default asks server_info_query;
+        override it if server_info_query refuses some TVM versions."""
+        return list(self.server_info_query("").project_options)
+
+
+# ---- request validation --------------------------------------------------------------------------
+
+# Param validators return the value the handler gets, or raise JSONRPCError(INVALID_PARAMS).
+def _want(kind, predicate):
+    def check(method, name, value):
+        if not predicate(value):
+            raise JSONRPCError(
+                ErrorCode.INVALID_PARAMS, f"method {method}: parameter '{name}' must be {kind}, got {value!r:.80}"
+            )
+        return value
+
+    return check
+
+
+_is_str = _want("a string", lambda v: isinstance(v, str))
+_is_options = _want("an object (the options dict)", lambda v: isinstance(v, dict))
+_is_timeout = _want(
+    "a number of seconds >= 0 or null",
+    lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0),
+)
+_is_count = _want("an integer >= 1", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1)
+
+
+def _is_path(method, name, value):
+    return pathlib.Path(_is_str(method, name, value))
+
+
+def _is_optional_path(method, name, value):
+    return None if value is None else _is_path(method, name, value)
+
+
+def _is_base85(method, name, value):
+    try:
+        return base64.b85decode(_is_str(method, name, value))
+    except (ValueError, binascii.Error) as err:
+        raise JSONRPCError(ErrorCode.INVALID_PARAMS, f"method {method}: parameter '{name}' is not Base85: {err}")
+
+
+# method -> {param: validator}, in the order the handler takes them.
+METHOD_PARAMS = {
+    "server_info_query": {"tvm_version": _is_str},
+    "generate_project": {
+        "model_library_format_path": _is_path,
+        "standalone_crt_dir": _is_optional_path,
+        "project_dir": _is_path,
+        "options": _is_options,
+    },
+    "build": {"options": _is_options},
+    "flash": {"options": _is_options},
+    "open_transport": {"options": _is_options},
+    "close_transport": {},
+    "read_transport": {"n": _is_count, "timeout_sec": _is_timeout},
+    "write_transport": {"data": _is_base85, "timeout_sec": _is_timeout},
+}
+
+
+class Options(dict):
+    """The options a handler receives; ``given`` names those the client set (not defaulted), so a
+    generated project can prefer what it was generated with (project_gen.options_with_defaults)."""
+
+    given: frozenset = frozenset()
+
+
+def resolve_options(method: str, declared: Sequence[ProjectOption], given: dict) -> Options:
+    """The typed options dict a handler method receives: every declared option (converted, or its
+    default), unknown keys dropped; raises JSONRPCError naming the option and the method."""
+    resolved = Options()
+    resolved.given = frozenset(o.name for o in declared if given.get(o.name) is not None)
+    for option in declared:
+        value = given.get(option.name)
+        if value is None:
+            value = option.default
+        else:
+            try:
+                value = option.convert(value)
+            except ValueError as err:
+                raise JSONRPCError(ErrorCode.INVALID_PARAMS, f"method {method}: option '{option.name}': {err}")
+            if option.choices is not None and value not in option.choices:
+                raise JSONRPCError(
+                    ErrorCode.INVALID_PARAMS,
+                    f"method {method}: option '{option.name}' is {value!r}; choose one of: "
+                    + ", ".join(str(c) for c in option.choices),
+                )
+        if value is None and method in option.required:
+            hint = f" (one of: {', '.join(str(c) for c in option.choices)})" if option.choices else ""
+            raise JSONRPCError(
+                ErrorCode.INVALID_PARAMS, f"method {method} requires option '{option.name}'{hint}"
+            )
+        resolved[option.name] = value
+    unknown = sorted(set(given) - set(resolved))
+    if unknown:
+        _LOG.debug("method %s: ignoring unknown options %s", method, ", ".join(unknown))
+    return resolved
+
+
+# ---- the server ----------------------------------------------------------------------------------
+
+
+class ProjectAPIServer:
+    """Serves one request at a time, one reply per request line, until EOF."""
+
+    def __init__(self, read_file: BinaryIO, write_file: BinaryIO, handler: ProjectAPIHandler):
+        self._read_file = read_file
+        self._write_file = write_file
+        self._handler = handler
+
+    def serve_forever(self) -> None:
+        try:
+            while self.serve_one_request():
+                pass
+        except BrokenPipeError:
+            _LOG.info("client closed the reply pipe; stopping")
+        finally:
+            # The client is gone: stop whatever open_transport started (a device process, QEMU).
+            try:
+                self._handler.close_transport()
+            except Exception:  # pylint: disable=broad-except
+                _LOG.exception("close_transport at exit failed")
+
+    def serve_one_request(self) -> bool:
+        """Read one line and reply to it; False at EOF."""
+        line = self._read_file.readline()
+        if not line:
+            return False
+        if not line.strip():
+            return True  # blank lines are not requests; nothing to answer
+        _LOG.debug("request <- %s", line.rstrip())
+        request_id = None
+        try:
+            request = self._parse(line)
+            request_id = self._request_id(request)
+            self._validate(request)
+            result = self._dispatch(request)
+        except JSONRPCError as err:
+            self._write_error(request_id, err.code, err.message)
+        except NAMED_ERRORS as err:
+            self._write_error(request_id, ErrorCode.SERVER_ERROR, type(err).__name__, err)
+        except ServerError as err:
+            self._write_error(request_id, ErrorCode.SERVER_ERROR, str(err) or "ServerError", err)
+        except Exception as err:  # pylint: disable=broad-except
+            _LOG.exception("handler failed")
+            message = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+            self._write_error(request_id, ErrorCode.SERVER_ERROR, message, err)
+        else:
+            self._write({"jsonrpc": "2.0", "id": request_id, "result": result})
+        return True
+
+    @staticmethod
+    def _parse(line: bytes) -> Any:
+        try:
+            return json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as err:
+            raise JSONRPCError(ErrorCode.PARSE_ERROR, f"request is not a UTF-8 JSON line: {err}")
+
+    @staticmethod
+    def _request_id(request: Any):
+        """The id to echo: the request's, when it has a usable one (so clients can match the
+        error reply), else null."""
+        if not isinstance(request, dict):
+            raise JSONRPCError(ErrorCode.INVALID_REQUEST, f"request must be a JSON object, got {type(request).__name__}")
+        request_id = request.get("id")
+        if isinstance(request_id, bool) or not isinstance(request_id, (str, int, type(None))):
+            raise JSONRPCError(ErrorCode.INVALID_REQUEST, f"request 'id' must be a string, integer or null, got {request_id!r}")
+        return request_id
+
+    @staticmethod
+    def _validate(request: dict) -> None:
+        if request.get("jsonrpc") != "2.0":
+            raise JSONRPCError(ErrorCode.INVALID_REQUEST, f"request 'jsonrpc' must be \"2.0\", got {request.get('jsonrpc')!r}")
+        if not isinstance(request.get("method"), str):
+            raise JSONRPCError(ErrorCode.INVALID_REQUEST, f"request 'method' must be a string, got {request.get('method')!r}")
+        if not isinstance(request.get("params", {}), dict):
+            raise JSONRPCError(ErrorCode.INVALID_REQUEST, "request 'params' must be an object (params by name)")
+
+    def _dispatch(self, request: dict) -> Any:
+        method = request["method"]
+        if method not in METHOD_PARAMS:
+            raise JSONRPCError(
+                ErrorCode.METHOD_NOT_FOUND, f"no method '{method}'; methods: {', '.join(METHOD_PARAMS)}"
+            )
+        validators = METHOD_PARAMS[method]
+        given = request.get("params", {})
+        missing = [name for name in validators if name not in given]
+        if missing:
+            raise JSONRPCError(ErrorCode.INVALID_PARAMS, f"method {method}: missing parameter(s) {', '.join(missing)}")
+        extra = sorted(set(given) - set(validators))
+        if extra:
+            raise JSONRPCError(ErrorCode.INVALID_PARAMS, f"method {method}: unexpected parameter(s) {', '.join(extra)}")
+        args = {name: check(method, name, given[name]) for name, check in validators.items()}
+        if "options" in args:
+            args["options"] = resolve_options(method, self._handler.project_options(), args["options"])
+        return getattr(self, f"_call_{method}")(**args)
+
+    # One adapter per method: calls the handler and checks what it returned.
+
+    def _call_server_info_query(self, tvm_version):
+        info = self._handler.server_info_query(tvm_version)
+        if not isinstance(info, ServerInfo):
+            raise JSONRPCError(ErrorCode.INTERNAL_ERROR, f"server_info_query returned {type(info).__name__}, not ServerInfo")
+        mlf_path = info.model_library_format_path
+        return {
+            "platform_name": info.platform_name,
+            "is_template": bool(info.is_template),
+            "model_library_format_path": "" if mlf_path is None else str(mlf_path),
+            "project_options": [o.to_json() for o in info.project_options],
+            "protocol_version": PROTOCOL_VERSION,
+        }
+
+    def _call_generate_project(self, model_library_format_path, standalone_crt_dir, project_dir, options):
+        self._handler.generate_project(model_library_format_path, standalone_crt_dir, project_dir, options)
+
+    def _call_build(self, options):
+        self._handler.build(options)
+
+    def _call_flash(self, options):
+        self._handler.flash(options)
+
+    def _call_open_transport(self, options):
+        timeouts = self._handler.open_transport(options)
+        if not isinstance(timeouts, TransportTimeouts):
+            raise JSONRPCError(ErrorCode.INTERNAL_ERROR, f"open_transport returned {type(timeouts).__name__}, not TransportTimeouts")
+        return {"timeouts": timeouts._asdict()}
+
+    def _call_close_transport(self):
+        self._handler.close_transport()
+
+    def _call_read_transport(self, n, timeout_sec):
+        data = self._handler.read_transport(n, timeout_sec)
+        if not isinstance(data, (bytes, bytearray)):
+            raise JSONRPCError(ErrorCode.INTERNAL_ERROR, f"read_transport returned {type(data).__name__}, not bytes")
+        if not 1 <= len(data) <= n:
+            raise JSONRPCError(ErrorCode.INTERNAL_ERROR, f"read_transport returned {len(data)} bytes; want 1..{n}")
+        return {"data": base64.b85encode(bytes(data)).decode("ascii")}
+
+    def _call_write_transport(self, data, timeout_sec):
+        self._handler.write_transport(data, timeout_sec)
+
+    # ---- replies ----
+
+    def _write_error(self, request_id, code, message, exc: Optional[BaseException] = None):
+        error = {"code": int(code), "message": message, "data": None}
+        if exc is not None:
+            error["data"] = {"traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+                             "detail": str(exc)}
+        self._write({"jsonrpc": "2.0", "id": request_id, "error": error})
+
+    def _write(self, reply: dict) -> None:
+        line = json.dumps(reply)
+        _LOG.debug("reply -> %s", line)
+        self._write_file.write(line.encode("utf-8") + b"\n")
+        self._write_file.flush()
+
+
+def main(handler: ProjectAPIHandler, argv: Optional[List[str]] = None) -> None:
+    """Entry point of a template's microtvm_api_server.py: serve on the given fds until EOF."""
+    parser = argparse.ArgumentParser(description="microtvm-projects Project API server")
+    parser.add_argument("--read-fd", type=int, required=True, help="fd to read requests from")
+    parser.add_argument("--write-fd", type=int, required=True, help="fd to write replies to")
+    parser.add_argument("--debug", action="store_true", help="log every request and reply to stderr")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+    # SIGTERM (the client's teardown) unwinds normally so serve_forever closes the transport.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with os.fdopen(args.read_fd, "rb") as read_file, os.fdopen(args.write_fd, "wb", buffering=0) as write_file:
+        ProjectAPIServer(read_file, write_file, handler).serve_forever()

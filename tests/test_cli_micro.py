@@ -1,0 +1,160 @@
+"""tvmc micro create/build/flash end to end on the host platform, and its one-line errors."""
+
+import binascii
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+
+from project_api import cli, client
+from project_api.compiler.native import run_native
+from project_helpers import compiled_mlf, needs_cc, tvmc
+
+SESSION_START = bytes.fromhex("FFFD04000000820000017BE9")  # host nonce 0x82 (docs: microtvm-facts)
+
+
+@pytest.fixture(scope="module")
+def sine_mlf(tmp_path_factory):
+    return compiled_mlf(tmp_path_factory, "tflm_hello_world_float.tflite")
+
+
+@pytest.fixture(scope="module")
+def host_project(sine_mlf, tmp_path_factory):
+    """A built host project, made the way a user makes it (crt: the legacy platform name)."""
+    if not (shutil.which("make") and shutil.which("cc")):
+        pytest.skip("needs make and a C compiler (apt-get install make gcc)")
+    project = tmp_path_factory.mktemp("cli") / "project"
+    tvmc("micro", "create", project, sine_mlf, "crt", "--project-option", "warning_as_error=true",
+         "compile_definitions=MTP_TEST_DEFINE=1")
+    tvmc("micro", "build", project, "host")
+    tvmc("micro", "flash", project, "host")
+    return project
+
+
+def _children(pid):
+    path = pathlib.Path(f"/proc/{pid}/task/{pid}/children")
+    if not path.exists():
+        pytest.skip("needs Linux /proc to see the device process")
+    return [int(p) for p in path.read_text().split()]
+
+
+def _error_line(capsys, argv):
+    """Run tvmc in-process; it must fail with exactly one line on stderr."""
+    assert cli.main([str(a) for a in argv]) == 1
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tvmc: error: "), err
+    return lines[0]
+
+
+@pytest.mark.slow
+@needs_cc
+def test_host_project_bytes_go_both_ways(host_project):
+    assert (host_project / "build" / "main").is_file()
+    assert "-Werror -DMTP_TEST_DEFINE=1" in (host_project / "config.mk").read_text()
+    with client.instantiate_from_dir(host_project) as api:
+        info = api.server_info_query("0.27.0")
+        assert info["is_template"] is False and info["model_library_format_path"].endswith("model.tar")
+        api.open_transport({})
+        device_pids = _children(api.process.pid)  # build/main, started by the server
+        assert device_pids
+        api.write_transport(SESSION_START, 5.0)
+        reply = b""
+        while len(reply.lstrip(b"\xfe")) < 12:
+            reply += api.read_transport(64, 5.0)["data"]
+        reply = reply.lstrip(b"\xfe")  # 0xFE: the no-op a device may send before its first packet
+        # A start-session reply: FF FD, length 4, our nonce, the device's nonce, type 0x01, version 1, CRC.
+        assert reply[:7] == bytes.fromhex("FFFD0400000082"), reply.hex()
+        assert reply[8:10] == b"\x01\x01", reply.hex()
+        assert int.from_bytes(reply[10:12], "little") == binascii.crc_hqx(reply[:10], 0xFFFF)
+        api.close_transport()
+        with pytest.raises(Exception, match="not open"):
+            api.read_transport(1, 0.1)
+    for pid in device_pids:
+        assert not pathlib.Path(f"/proc/{pid}").exists(), "the device program outlived its server"
+
+
+@pytest.mark.slow
+@needs_cc
+def test_host_project_infers_like_the_native_build(host_project, sine_mlf):
+    from project_api.rpc.transport import ProjectAPITransport
+    from project_api.session import Session
+
+    x = np.array([[1.25]], dtype=np.float32)
+    with client.instantiate_from_dir(host_project) as api:
+        with Session(ProjectAPITransport(api)) as session:
+            session.set_input(0, x)
+            session.run()
+            got = session.get_output(0)
+    np.testing.assert_array_equal(got, run_native(sine_mlf, [x])[0])
+
+
+@pytest.mark.slow
+@needs_cc
+def test_build_refuses_existing_build_dir_without_force(host_project, capsys):
+    line = _error_line(capsys, ["micro", "build", host_project, "host"])
+    assert "build already exists" in line and "-f" in line
+    assert _error_line(capsys, ["micro", "build", host_project, "cortex_m"]).endswith("is a host project, not cortex_m")
+    stamp = (host_project / "build" / "main").stat().st_mtime_ns
+    assert cli.main(["micro", "build", "-f", str(host_project), "host"]) == 0
+    assert (host_project / "build" / "main").stat().st_mtime_ns != stamp
+
+
+def test_create_errors_are_one_line(sine_mlf, tmp_path, capsys):
+    assert "does not exist" in _error_line(capsys, ["micro", "create", tmp_path / "p", tmp_path / "nope.tar", "host"])
+    line = _error_line(capsys, ["micro", "create", tmp_path / "p", sine_mlf, "host", "--project-option", "board=uno"])
+    assert "option 'board'" in line and "uno" in line and "host, crt, native" in line
+    line = _error_line(capsys, ["micro", "create", tmp_path / "p", sine_mlf, "host", "--project-option", "bord=host"])
+    assert "unknown project option(s) bord" in line and "board" in line
+    assert "NAME=VALUE" in _error_line(capsys, ["micro", "create", tmp_path / "p", sine_mlf, "host",
+                                                "--project-option", "board"])
+    line = _error_line(capsys, ["micro", "create", tmp_path / "p", sine_mlf, "raspberry"])
+    assert "unknown platform 'raspberry'" in line and "host" in line
+    assert "--template-dir" in _error_line(capsys, ["micro", "create", tmp_path / "p", sine_mlf, "template"])
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(b"not a tar" * 200)
+    line = _error_line(capsys, ["micro", "create", tmp_path / "p", junk, "host"])
+    assert "generate_project failed" in line and "junk.tar" in line
+    assert not (tmp_path / "p").exists()
+
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "notes.txt").write_text("precious")
+    assert "pass -f" in _error_line(capsys, ["micro", "create", tmp_path / "p", sine_mlf, "host"])
+    assert "refusing to delete" in _error_line(capsys, ["micro", "create", "-f", tmp_path / "p", sine_mlf, "host"])
+    assert (tmp_path / "p" / "notes.txt").read_text() == "precious"
+    assert "not a generated project" in _error_line(capsys, ["micro", "build", tmp_path / "p", "host"])
+
+
+def test_create_force_replaces_a_project_and_template_dir_works(sine_mlf, tmp_path, capsys):
+    from project_api import resources
+
+    project = tmp_path / "p"
+    assert cli.main(["micro", "create", str(project), str(sine_mlf), "template",
+                     "--template-dir", str(resources.template_dir("host"))]) == 0
+    (project / "stale.txt").write_text("old")
+    assert cli.main(["micro", "create", "-f", str(project), str(sine_mlf), "host"]) == 0
+    assert not (project / "stale.txt").exists() and (project / "src" / "model_glue.c").is_file()
+    capsys.readouterr()
+
+
+def test_list_options_and_help_show_the_server_options(tmp_path):
+    listed = tvmc("micro", "create", tmp_path / "p", tmp_path / "m.tar", "host", "--list-options").stdout
+    helped = tvmc("micro", "create", tmp_path / "p", tmp_path / "m.tar", "crt", "--help").stdout
+    for text in (listed, helped):
+        for name in ("board=VALUE", "verbose=VALUE", "warning_as_error=VALUE", "compile_definitions=VALUE"):
+            assert name in text, text
+        assert "host, crt, native" in text
+
+
+@pytest.mark.slow
+@needs_cc
+def test_sigterm_to_the_server_stops_the_device_program(host_project):
+    with client.instantiate_from_dir(host_project) as api:
+        api.open_transport({})
+        device_pids = _children(api.process.pid)
+        assert device_pids
+        api.process.terminate()
+        assert api.process.wait(timeout=10) == 0
+    for pid in device_pids:
+        assert not pathlib.Path(f"/proc/{pid}").exists(), "the device program outlived its server"

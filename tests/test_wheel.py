@@ -1,0 +1,67 @@
+"""The templates and the board catalogue work from an installed wheel, not only from a checkout.
+
+Builds the wheel (pip wheel --no-deps, no build isolation so it works offline), installs it into
+a fresh venv that sees the system site-packages (TVM etc. are not reinstalled), and runs that
+venv's python and tvmc from a folder outside the checkout.
+"""
+
+import pathlib
+import subprocess
+import sys
+import venv
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def wheel_venv(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(root / "dist"), str(REPO_ROOT)], check=True, cwd=root)
+    (wheel,) = (root / "dist").glob("microtvm_projects-*.whl")
+    env_dir = root / "venv"
+    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
+    python = env_dir / "bin" / "python"
+    # The venv has no pip of its own; `python -m pip` there runs the system's pip module (visible
+    # through the system site-packages) and installs into the venv.
+    subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
+                   check=True, cwd=root)
+    return env_dir
+
+
+def _run(env_dir, argv, cwd):
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True,
+                          env={"PATH": f"{env_dir / 'bin'}:/usr/bin:/bin", "HOME": str(cwd)})
+
+
+def test_resources_resolve_inside_the_installed_package(wheel_venv, tmp_path):
+    script = ("import project_api, project_api.resources as r, project_api.boards as b\n"
+              "print(project_api.__file__)\n"
+              "print(r.template_dir('host'))\n"
+              "print(r.device_runtime_dir())\n"
+              "print(r.boards_file())\n"
+              "print(','.join(r.available_templates()))\n"
+              "print(b.get_board('crt').name)\n")
+    result = _run(wheel_venv, [str(wheel_venv / "bin" / "python"), "-c", script], tmp_path)
+    assert result.returncode == 0, result.stderr
+    package, host, runtime, boards_file, templates, board = result.stdout.splitlines()
+    site_packages = str(wheel_venv / "lib")
+    assert package.startswith(site_packages), package
+    for path in (host, runtime, boards_file):
+        assert path.startswith(site_packages) and "/project_api/_data/" in path, path
+    assert pathlib.Path(host, "microtvm_api_server.py").is_file()
+    assert pathlib.Path(host, "Makefile").is_file()
+    assert pathlib.Path(runtime, "include", "mtp_model.h").is_file()
+    assert "host" in templates.split(",")
+    assert board == "host"
+
+
+def test_installed_tvmc_lists_host_options(wheel_venv, tmp_path):
+    tvmc = wheel_venv / "bin" / "tvmc"
+    result = _run(wheel_venv, [str(tvmc), "micro", "create", "proj", "model.tar", "host", "--list-options"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "board=VALUE" in result.stdout and "host, crt, native" in result.stdout
