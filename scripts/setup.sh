@@ -12,6 +12,7 @@ APT_PACKAGES=(
   gcc-arm-none-eabi libnewlib-arm-none-eabi      # Cortex-M firmware
   qemu-system-arm                                # emulated Cortex-M boards
   clang libclang-rt-14-dev                       # libFuzzer + sanitizers for the device runtime
+  cmake ninja-build                              # the Zephyr template's build-tool checks
 )
 
 missing=()
