@@ -4,6 +4,13 @@ import re
 
 _NON_IDENT = re.compile(r"[^0-9A-Za-z_]")
 
+# C99 keywords: a tensor named like one would make an invalid struct member in the header.
+_C_KEYWORDS = frozenset(
+    "auto break case char const continue default do double else enum extern float for goto if inline "
+    "int long register restrict return short signed sizeof static struct switch typedef union unsigned "
+    "void volatile while _Bool _Complex _Imaginary".split()
+)
+
 
 def c_identifier(name: str) -> str:
     """Return ``name`` as a C identifier: every non-alphanumeric becomes ``_``.
@@ -17,4 +24,6 @@ def c_identifier(name: str) -> str:
     ident = _NON_IDENT.sub("_", name)
     if ident[0].isdigit():
         ident = "_" + ident
+    if ident in _C_KEYWORDS:
+        ident += "_"
     return ident

@@ -11,6 +11,8 @@ from project_api.naming import c_identifier
         ("conv2d/BiasAdd;StatefulPartitionedCall", "conv2d_BiasAdd_StatefulPartitionedCall"),
         ("1st-layer", "_1st_layer"),
         ("x", "x"),
+        ("double", "double_"),
+        ("int", "int_"),
     ],
 )
 def test_c_identifier_follows_the_legacy_rule(name, ident):

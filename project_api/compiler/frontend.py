@@ -1,0 +1,276 @@
+"""Load an .onnx or .tflite file and import it into a Relax IRModule.
+
+Bad input (unknown extension, corrupt file, hybrid TFLite model, unsupported operator) becomes a
+one-line ``CompileError`` before TVM sees the model. The TVM 0.27 TFLite frontend bugs that real
+models hit are worked around here, in a subclass of its operator converter and a Relax rewrite;
+the installed TVM is never patched. Each workaround applied is recorded in ``notes``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+from typing import List
+
+from .errors import CompileError, UnsupportedOperatorError
+
+SUPPORTED_EXTENSIONS = (".onnx", ".tflite")
+
+
+@dataclasses.dataclass
+class ImportedModel:
+    mod: "object"  # tvm.IRModule; main's parameters are the model inputs, in the model's order
+    input_names: List[str]  # original model names, in the model's order
+    output_names: List[str]
+    model_format: str  # "ONNX" or "TFLite"
+    notes: List[str]
+
+
+def load_model(model_path) -> ImportedModel:
+    path = Path(model_path)
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_EXTENSIONS:
+        raise CompileError(
+            f"cannot compile '{path.name}': unknown model extension '{path.suffix or '(none)'}'; "
+            f"supported are {', '.join(SUPPORTED_EXTENSIONS)}"
+        )
+    if not path.is_file():
+        raise CompileError(f"model file '{path}' does not exist")
+    data = path.read_bytes()
+    if suffix == ".onnx":
+        return _load_onnx(path, data)
+    return _load_tflite(path, data)
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX
+
+
+def _load_onnx(path: Path, data: bytes) -> ImportedModel:
+    import onnx
+
+    invalid = f"'{path}' is not a valid ONNX model (truncated or corrupt file); export it again"
+    try:
+        model = onnx.load_from_string(data)
+        onnx.checker.check_model(model)
+    except Exception as err:  # protobuf DecodeError, onnx ValidationError
+        raise CompileError(f"{invalid}: {_first_line(err)}") from None
+    if not model.graph.node:
+        raise CompileError(invalid)
+
+    from tvm.relax.frontend.onnx import from_onnx
+    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+
+    known_ops = set(_get_convert_map()) | {"Constant", "If"}
+    for node in model.graph.node:
+        if node.op_type not in known_ops:
+            raise UnsupportedOperatorError(node.op_type, node.name or node.output[0], "ONNX")
+
+    notes: List[str] = []
+    initializers = {init.name for init in model.graph.initializer}
+    graph_inputs = [value for value in model.graph.input if value.name not in initializers]
+    shape_dict = {}
+    for value in graph_inputs:
+        dims = value.type.tensor_type.shape.dim
+        shape = []
+        for index, dim in enumerate(dims):
+            if dim.HasField("dim_value") and dim.dim_value > 0:
+                shape.append(dim.dim_value)
+            elif index == 0:
+                shape.append(1)  # a symbolic batch dimension: one sample per inference on an MCU
+                notes.append(f"ONNX input '{value.name}': symbolic batch dimension set to 1")
+            else:
+                raise CompileError(
+                    f"ONNX input '{value.name}' has a symbolic dimension {index} "
+                    f"('{dim.dim_param}'); export the model with static input shapes"
+                )
+        shape_dict[value.name] = shape
+    try:
+        with warnings.catch_warnings():
+            # "Renaming name a:0 to a_0": the frontend's own var names; ours keep the model's.
+            warnings.filterwarnings("ignore", message="Renaming name")
+            mod = from_onnx(model, shape_dict=shape_dict, keep_params_in_input=False)
+    except Exception as err:
+        raise CompileError(f"the TVM ONNX frontend could not import '{path.name}': {_first_line(err)}") from None
+    return ImportedModel(
+        mod=mod,
+        input_names=[value.name for value in graph_inputs],
+        output_names=[value.name for value in model.graph.output],
+        model_format="ONNX",
+        notes=notes,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# TFLite
+
+
+def _load_tflite(path: Path, data: bytes) -> ImportedModel:
+    import tflite
+
+    invalid = f"'{path}' is not a valid TFLite model (truncated or corrupt file); convert it again"
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise CompileError(invalid)
+    try:
+        model = tflite.Model.GetRootAsModel(data, 0)
+        subgraph = model.Subgraphs(0)
+        # Touch every table the import reads so a truncated file fails here, not inside TVM.
+        op_names = []
+        for index in range(subgraph.OperatorsLength()):
+            op = subgraph.Operators(index)
+            op_names.append(_tflite_op_name(model, op))
+            for tensor_index in list(op.InputsAsNumpy()) + list(op.OutputsAsNumpy()):
+                if tensor_index >= 0:
+                    tensor = subgraph.Tensors(int(tensor_index))
+                    tensor.Name()
+                    model.Buffers(tensor.Buffer()).DataAsNumpy()
+        input_names = [subgraph.Tensors(int(i)).Name().decode() for i in subgraph.InputsAsNumpy()]
+        output_names = [subgraph.Tensors(int(i)).Name().decode() for i in subgraph.OutputsAsNumpy()]
+    except Exception as err:  # flatbuffers reads past the end: struct.error, IndexError ...
+        raise CompileError(f"{invalid}: {type(err).__name__}: {' '.join(str(err).split())}") from None
+    if not op_names:
+        raise CompileError(invalid)
+
+    from tvm.relax.frontend.tflite import tflite_frontend
+
+    converter_class = _workaround_converter_class(tflite_frontend)
+    # convert_map is built per instance: a throwaway converter lists the supported operators.
+    supported = set(converter_class(model, subgraph, tflite_frontend.ExprTable(), None).convert_map)
+    for index, op_name in enumerate(op_names):
+        op = subgraph.Operators(index)
+        node_name = _tflite_op_output_name(subgraph, op)
+        if op_name not in supported:
+            raise UnsupportedOperatorError(op_name, node_name, "TFLite")
+        if _is_hybrid_op(model, subgraph, op):
+            raise CompileError(
+                f"'{path.name}' is a hybrid (dynamic-range quantized) TFLite model: operator {op_name} "
+                f"(node '{node_name}') has float activations and int8 weights; convert it with "
+                f"full-integer quantization (int8 inputs and activations) or keep it float"
+            )
+
+    notes: List[str] = []
+    converter_class.notes = notes
+    try:
+        mod = tflite_frontend.from_tflite(model, op_converter=converter_class)
+    except Exception as err:
+        raise CompileError(f"the TVM TFLite frontend could not import '{path.name}': {_first_line(err)}") from None
+    mod = _round_int_average_pools(mod, notes)
+    return ImportedModel(mod, input_names, output_names, "TFLite", notes)
+
+
+def _tflite_op_name(model, op) -> str:
+    from tflite.BuiltinOperator import BuiltinOperator
+
+    code = model.OperatorCodes(op.OpcodeIndex())
+    # Old files store the code in the deprecated int8 field only; new ones in both (or >127).
+    builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+    if builtin == BuiltinOperator.CUSTOM:
+        custom = code.CustomCode()
+        return custom.decode() if custom else "CUSTOM"
+    for name, value in vars(BuiltinOperator).items():
+        if value == builtin and not name.startswith("_"):
+            return name
+    return f"BUILTIN_{builtin}"
+
+
+def _tflite_op_output_name(subgraph, op) -> str:
+    outputs = [int(i) for i in op.OutputsAsNumpy() if i >= 0]
+    return subgraph.Tensors(outputs[0]).Name().decode() if outputs else "?"
+
+
+def _is_hybrid_op(model, subgraph, op) -> bool:
+    """Float activations with int8 weights: TFLite's dynamic-range quantization."""
+    from tflite.TensorType import TensorType
+
+    float_activation = int8_weight = False
+    for tensor_index in op.InputsAsNumpy():
+        if tensor_index < 0:
+            continue
+        tensor = subgraph.Tensors(int(tensor_index))
+        is_constant = model.Buffers(tensor.Buffer()).DataLength() > 0
+        if not is_constant and tensor.Type() == TensorType.FLOAT32:
+            float_activation = True
+        if is_constant and tensor.Type() in (TensorType.INT8, TensorType.UINT8):
+            int8_weight = True
+    return float_activation and int8_weight
+
+
+def _workaround_converter_class(tflite_frontend):
+    """The frontend's OperatorConverter with fixes for the bugs real TFLM/MLPerf Tiny models hit."""
+    from tvm import relax
+
+    base = tflite_frontend.OperatorConverter
+
+    class WorkaroundConverter(base):
+        notes: List[str] = []
+
+        def dequantize(self, expr, tensor):
+            # DEPTHWISE_CONV_2D biases carry quantized_dimension 3 (the weights' channel axis)
+            # although the bias is 1-D: clamp the axis to the tensor's rank.
+            axis = tensor.qnn_params["axis"]
+            rank = len(self.get_tensor_shape(tensor))
+            if rank and axis >= rank:
+                self.notes.append(
+                    f"tensor '{tensor.tensor.Name().decode()}': quantized_dimension {axis} "
+                    f"clamped to {rank - 1} (bias of rank {rank})"
+                )
+                tensor.qnn_params["axis"] = rank - 1
+            return super().dequantize(expr, tensor)
+
+        def convert_fully_connected(self, op):
+            # The frontend feeds a rank-4 input straight into matmul; TFLite flattens it to
+            # [-1, n_inputs] first.
+            input_tensor = self.get_input_tensors(op)[0]
+            weight_tensor = self.get_input_tensors(op)[1]
+            rank = len(self.get_tensor_shape(input_tensor))
+            if rank <= 2 or not self.has_expr(input_tensor.tensor_idx):
+                return super().convert_fully_connected(op)
+            n_inputs = int(self.get_tensor_shape(weight_tensor)[1])
+            name = tflite_frontend.get_tensor_name(self.subgraph, input_tensor.tensor_idx)
+            original = self.exp_tab.exprs[name]
+            self.exp_tab.exprs[name] = self.bb.normalize(relax.op.reshape(original, [-1, n_inputs]))
+            self.notes.append(f"FULLY_CONNECTED on rank-{rank} input '{name}': input flattened to 2-D")
+            try:
+                return super().convert_fully_connected(op)
+            finally:
+                self.exp_tab.exprs[name] = original
+
+    return WorkaroundConverter
+
+
+def _round_int_average_pools(mod, notes: List[str]):
+    """The frontend computes an integer AVERAGE_POOL_2D as an int32 pool, which truncates;
+    TFLite rounds half away from zero. Recompute those pools in float and round."""
+    from tvm import relax
+    from tvm.relax.dpl import is_op, rewrite_call, wildcard
+
+    data = wildcard()
+    widened = is_op("relax.astype")(data)
+    pooled = is_op("relax.nn.avg_pool2d")(widened)
+    narrowed = is_op("relax.astype")(pooled)
+
+    def rewrite(expr, matches):
+        source = matches[data]
+        if matches[widened].ty.dtype != "int32" or source.ty.dtype not in ("int8", "uint8"):
+            return expr
+        pool_call = matches[pooled]
+        as_float = relax.op.astype(source, "float32")
+        mean = relax.Call(pool_call.op, [as_float], pool_call.attrs)
+        half = relax.const(0.5, "float32")
+        rounded = relax.op.where(
+            relax.op.greater_equal(mean, relax.const(0.0, "float32")),
+            relax.op.floor(relax.op.add(mean, half)),
+            relax.op.ceil(relax.op.subtract(mean, half)),
+        )
+        notes.append("integer AVERAGE_POOL_2D: rounded half away from zero as TFLite does (frontend truncates)")
+        return relax.op.astype(rounded, expr.ty.dtype)
+
+    main = rewrite_call(narrowed, rewrite, mod["main"])
+    mod["main"] = main
+    return mod
