@@ -24,6 +24,12 @@ def c_identifier(name: str) -> str:
     ident = _NON_IDENT.sub("_", name)
     if ident[0].isdigit():
         ident = "_" + ident
-    if ident in _C_KEYWORDS:
-        ident += "_"
     return ident
+
+
+def c_member_name(tensor_name: str) -> str:
+    """The member of ``struct tvmgen_<mod>_inputs/outputs`` for a tensor: ``c_identifier``, plus a
+    ``_`` suffix for a C keyword (a tensor named ``double`` would otherwise break the header).
+    Model names need no suffix: they are always used behind the ``tvmgen_`` prefix."""
+    ident = c_identifier(tensor_name)
+    return ident + "_" if ident in _C_KEYWORDS else ident

@@ -1,6 +1,6 @@
 import pytest
 
-from project_api.naming import c_identifier
+from project_api.naming import c_identifier, c_member_name
 
 
 @pytest.mark.parametrize(
@@ -11,8 +11,6 @@ from project_api.naming import c_identifier
         ("conv2d/BiasAdd;StatefulPartitionedCall", "conv2d_BiasAdd_StatefulPartitionedCall"),
         ("1st-layer", "_1st_layer"),
         ("x", "x"),
-        ("double", "double_"),
-        ("int", "int_"),
     ],
 )
 def test_c_identifier_follows_the_legacy_rule(name, ident):
@@ -22,3 +20,11 @@ def test_c_identifier_follows_the_legacy_rule(name, ident):
 def test_c_identifier_refuses_an_empty_name():
     with pytest.raises(ValueError, match="empty"):
         c_identifier("")
+
+
+def test_struct_members_never_collide_with_c_keywords():
+    assert c_member_name("double") == "double_"
+    assert c_member_name("int") == "int_"
+    assert c_member_name("input:0") == "input_0"
+    # model names keep the legacy rule: tvmgen_default_run
+    assert c_identifier("default") == "default"

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from ..naming import c_identifier
+from ..naming import c_identifier, c_member_name
 from .errors import CompileError
 from .ir import CONSTANT, INPUT, INTERMEDIATE, KINDS, OUTPUT, WORKSPACE, LoweredModel
 from .planner import Plan, plan_model
@@ -208,7 +208,7 @@ def generate_header(model: LoweredModel, plan: Plan) -> str:
     lines.append("")
     for struct, names in (("inputs", model.inputs), ("outputs", model.outputs)):
         lines.append(f"struct tvmgen_{c}_{struct} {{")
-        lines.extend(f"  void* {c_identifier(name)};" for name in names)
+        lines.extend(f"  void* {c_member_name(name)};" for name in names)
         lines.append("};")
         lines.append("")
     lines += [
@@ -302,9 +302,9 @@ def generate_runtime_source(model: LoweredModel, plan: Plan) -> str:
         tensor = tensors[name]
         ctype = c_type(tensor.dtype)
         if tensor.kind == INPUT:
-            return f"({ctype}*)inputs->{c_identifier(name)}"
+            return f"({ctype}*)inputs->{c_member_name(name)}"
         if tensor.kind == OUTPUT:
-            return f"({ctype}*)outputs->{c_identifier(name)}"
+            return f"({ctype}*)outputs->{c_member_name(name)}"
         if tensor.kind == CONSTANT:
             symbol = const_symbols[name]
             return f"({ctype}*)0" if symbol is None else f"({ctype}*){symbol}"  # kernels only read constants
