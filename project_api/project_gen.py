@@ -318,13 +318,20 @@ def compile_definitions(value: Optional[str]) -> List[str]:
 
 def options_with_defaults(project_dir: pathlib.Path, options: Dict) -> Dict:
     """Options for build/flash/open_transport of a generated project: what the call set
-    explicitly, else what generation recorded in project.yaml, else the option's default."""
+    explicitly for an option that applies to the method, else what generation recorded in
+    project.yaml, else the option's default. (See server.Options.applies for why a value the call
+    sent for a generation-time option is not taken.)"""
     recorded = read_project_yaml(project_dir)
     explicit = getattr(options, "given", None)  # server.Options knows; a plain dict: None = unset
+    applies = getattr(options, "applies", None)
     merged = dict(options)
     for name, value in recorded.items():
         if value is None:
             continue
-        if (name not in explicit) if explicit is not None else (merged.get(name) is None):
+        if explicit is None:
+            call_wins = merged.get(name) is not None
+        else:
+            call_wins = name in explicit and (applies is None or name in applies)
+        if not call_wins:
             merged[name] = value
     return merged

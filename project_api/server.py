@@ -300,6 +300,11 @@ class Options(dict):
     generated project can prefer what it was generated with (project_gen.options_with_defaults)."""
 
     given: frozenset = frozenset()
+    # Options whose required/optional lists name the method being called: only those can change
+    # what the method does. The legacy host fills in every advertised option's default on every
+    # call, so a generation-time option (board, warning_as_error, ...) arriving with `build` says
+    # nothing about what the user wants; project_gen.options_with_defaults keeps project.yaml's value.
+    applies: frozenset = frozenset()
 
 
 def resolve_options(method: str, declared: Sequence[ProjectOption], given: dict) -> Options:
@@ -307,6 +312,7 @@ def resolve_options(method: str, declared: Sequence[ProjectOption], given: dict)
     default), unknown keys dropped; raises JSONRPCError naming the option and the method."""
     resolved = Options()
     resolved.given = frozenset(o.name for o in declared if given.get(o.name) is not None)
+    resolved.applies = frozenset(o.name for o in declared if method in o.required or method in o.optional)
     for option in declared:
         value = given.get(option.name)
         if value is None:

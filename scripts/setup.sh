@@ -13,6 +13,8 @@ APT_PACKAGES=(
   qemu-system-arm                                # emulated Cortex-M boards
   clang libclang-rt-14-dev                       # libFuzzer + sanitizers for the device runtime
   cmake ninja-build                              # the Zephyr template's build-tool checks
+  gcc-avr avr-libc arduino-builder arduino-core-avr   # offline Arduino AVR builds
+  simavr libsimavr-dev                           # the emulated Arduino Mega (our UART bridge links libsimavr)
 )
 
 missing=()

@@ -153,3 +153,15 @@ def test_build_options_prefer_explicit_then_recorded_then_default(tmp_path):
     assert project_gen.options_with_defaults(tmp_path, resolved) == {"project_type": "standalone", "verbose": False}
     (tmp_path / project_gen.PROJECT_YAML).unlink()
     assert project_gen.options_with_defaults(tmp_path, resolved) == {"project_type": "host_driven", "verbose": False}
+
+
+def test_a_generation_time_option_sent_with_build_does_not_undo_generation(tmp_path):
+    """The legacy host sends every option's default with every call: warning_as_error=False
+    arriving with build must not undo warning_as_error=True chosen at generation."""
+    from project_api import server
+
+    declared = [server.ProjectOption("warning_as_error", type="bool", default=False, optional=("generate_project",)),
+                server.ProjectOption("verbose", type="bool", default=False, optional=("generate_project", "build"))]
+    project_gen.write_project_yaml(tmp_path, {"warning_as_error": True, "verbose": True})
+    resolved = server.resolve_options("build", declared, {"warning_as_error": "false", "verbose": "false"})
+    assert project_gen.options_with_defaults(tmp_path, resolved) == {"warning_as_error": True, "verbose": False}
