@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -92,14 +93,20 @@ def test_generate_every_board(hello_mlf, tmp_path, project_type):
             assert conf["CONFIG_UART_CONSOLE"] == "n" and conf["CONFIG_CONSOLE"] == "n"
         else:
             assert conf["CONFIG_PRINTK"] == "y" and conf["CONFIG_UART_CONSOLE"] == "y"
-            qemu_resets = board.is_emulated and board.cpu != "riscv32"
+            # Zephyr's reboot stops QEMU (-no-reboot) on Arm and x86, except on lm3s6965evb
+            # (qemu_cortex_m3), where it jumps back to the reset handler.
+            qemu_resets = board.is_emulated and board.cpu != "riscv32" and board.name != "qemu_cortex_m3"
             assert conf.get("CONFIG_REBOOT") == ("y" if qemu_resets else None), board.name
 
         cmake = (project / "mtp_project.cmake").read_text()
         assert f'set(MTP_ZEPHYR_BOARD "{board.zephyr_board}")' in cmake
         assert f'set(MTP_PROJECT_TYPE "{project_type}")' in cmake
-        assert "find_package(Zephyr REQUIRED" in (project / "CMakeLists.txt").read_text()
-        assert "zephyr_library_named(mtp_model)" in (project / "CMakeLists.txt").read_text()
+        cmakelists = (project / "CMakeLists.txt").read_text()
+        assert "find_package(Zephyr REQUIRED" in cmakelists
+        # Our sources go into Zephyr's app library: a library made after find_package(Zephyr)
+        # is left out of the link (found building against Zephyr 3.7.1).
+        assert "target_sources(app PRIVATE ${MTP_MODEL_SOURCES} ${MTP_RUNTIME_SOURCES} ${MTP_APP_SOURCES})" in cmakelists
+        assert "zephyr_library" not in cmakelists
 
         recorded = SERVER.project_gen.read_project_yaml(project)
         assert recorded["board"] == board.name and recorded["project_type"] == project_type
@@ -155,8 +162,10 @@ def test_options_arrive_as_strings_and_are_converted(hello_mlf, tmp_path):
     assert prj_conf(project)["CONFIG_MAIN_STACK_SIZE"] == "8192"
     cmake = (project / "mtp_project.cmake").read_text()
     assert "set(MTP_WARNING_AS_ERROR ON)" in cmake
-    assert ('set(MTP_COMPILE_DEFINITIONS "MTP_RX_RING_BYTES=1024" "MTP_EXIT_WHEN_DONE=1" "MTP_STANDALONE_RUNS=10" '
-            '"DEBUG_LEVEL=2" "FAST")') in cmake
+    assert ('set(MTP_COMPILE_DEFINITIONS "MTP_RX_RING_BYTES=1024" "MTP_STANDALONE_RUNS=10" '
+            '"DEBUG_LEVEL=2" "FAST")') in cmake  # no MTP_EXIT_WHEN_DONE: reboot is a jump on qemu_cortex_m3
+    definitions = zephyr_config.compile_definitions(SERVER.resolve_board("mps2/an385"), "aot_standalone_demo", None)
+    assert definitions == ["MTP_RX_RING_BYTES=1024", "MTP_EXIT_WHEN_DONE=1"]
     assert (project / "src" / "standalone_inputs.c").read_text() == "/* inputs */\n"
     assert "(4096 B)" in (project / "prj.conf").read_text()  # the reserved arena, as given
 
@@ -233,9 +242,12 @@ def test_flash_command_lines():
         "west", "flash", "-d", "/p/proj/build", "-r", "jlink", "--dev-id", "683"]
 
 
-def _fake_zephyr_tree(root, version=(3, 7, 0)):
-    """A directory with just a Zephyr VERSION file: enough for the checks, never built against."""
+def _fake_zephyr_tree(root, version=(3, 7, 0), workspace=True):
+    """A directory with just a Zephyr VERSION file (in a folder marked as a west workspace, as
+    `west init` leaves it): enough for the checks, never built against."""
     root.mkdir(parents=True, exist_ok=True)
+    if workspace:
+        (root.parent / ".west").mkdir(exist_ok=True)
     (root / "VERSION").write_text(textwrap.dedent(f"""\
         VERSION_MAJOR = {version[0]}
         VERSION_MINOR = {version[1]}
@@ -311,14 +323,16 @@ def test_build_and_flash_run_west(hello_mlf, tmp_path, monkeypatch):
 
 
 def test_missing_west_tree_version_and_toolchain_errors(tmp_path):
-    tree = _fake_zephyr_tree(tmp_path / "zephyr")
+    tree = _fake_zephyr_tree(tmp_path / "workspace" / "zephyr")
+    project_dir = tmp_path / "project"  # outside the workspace: west finds it through ZEPHYR_BASE
+    project_dir.mkdir()
     gcc_dir = pathlib.Path(shutil.which("gcc") or "/usr/bin/gcc").parent
     base_env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path / "home")}  # no Zephyr SDK under this HOME
     cross = dict(base_env, ZEPHYR_TOOLCHAIN_VARIANT="cross-compile", CROSS_COMPILE=str(gcc_dir) + os.sep)
     ok = {"west_cmd": sys.executable, "zephyr_base": str(tree)}  # any existing program stands in for west here
 
     def check(options, env, need_toolchain=True):
-        return zephyr_west.check_environment(options, need_toolchain=need_toolchain, environ=env)
+        return zephyr_west.check_environment(options, need_toolchain=need_toolchain, cwd=project_dir, environ=env)
 
     if shutil.which("cmake") and shutil.which("ninja"):
         result = check(ok, cross)
@@ -328,14 +342,21 @@ def test_missing_west_tree_version_and_toolchain_errors(tmp_path):
     with pytest.raises(server.ServerError, match="no Zephyr tree: set ZEPHYR_BASE"):
         check(dict(ok, zephyr_base=None), cross)
     with pytest.raises(server.ServerError, match=r"is not a Zephyr tree \(it has no VERSION file\)"):
-        check(dict(ok, zephyr_base=str(tmp_path)), cross)
+        check(dict(ok, zephyr_base=str(project_dir)), cross)
     for version in ((3, 6, 0), (2, 7, 5), (5, 0, 0)):
-        old = _fake_zephyr_tree(tmp_path / f"z{version}", version)
+        old = _fake_zephyr_tree(tmp_path / f"z{version}" / "zephyr", version)
         with pytest.raises(server.ServerError, match=rf"Zephyr {'.'.join(map(str, version))} .* is not supported: use Zephyr 3.7 LTS and 4.x"):
             check(dict(ok, zephyr_base=str(old)), cross, need_toolchain=False)
-    assert check(dict(ok, zephyr_base=str(_fake_zephyr_tree(tmp_path / "z4", (4, 2, 0)))), cross, False).version.major == 4
+    assert check(dict(ok, zephyr_base=str(_fake_zephyr_tree(tmp_path / "z4" / "zephyr", (4, 2, 0)))), cross, False).version.major == 4
     with pytest.raises(server.ServerError, match="west build needs `cmake`.*apt-get install cmake"):
         check(ok, dict(cross, PATH=str(tmp_path / "empty")))
+    # A Zephyr tree outside any west workspace: west would have no build command.
+    bare = _fake_zephyr_tree(tmp_path / "bare" / "zephyr", workspace=False)
+    with pytest.raises(server.ServerError, match=r"is not inside a west workspace, so west has no build command: "
+                                                 r"run `west init -l .*bare/zephyr`"):
+        check(dict(ok, zephyr_base=str(bare)), cross, need_toolchain=False)
+    assert zephyr_west.find_west_workspace(bare, tree) == tree.parent
+    assert zephyr_west.find_west_workspace(tree / "app", bare) == tree.parent  # a project inside the workspace
 
     toolchain = zephyr_west.check_toolchain
     with pytest.raises(server.ServerError, match="no Zephyr toolchain found: install the Zephyr SDK"):
@@ -528,29 +549,131 @@ def _qemu_pids(image):
     return pids
 
 
+# ---- why a build failed ---------------------------------------------------------------------------
+
+# Output of real failed builds against Zephyr 3.7.1 (a workspace without the cmsis and picolibc
+# modules; the template's earlier CMakeLists.txt whose library was left out of the link).
+_NO_MODULES_OUTPUT = """\
+[0/1] Re-running CMake...
+warning: The choice symbol PICOLIBC (defined at lib/libc/Kconfig:81) was selected (set =y), but
+MINIMAL_LIBC (defined at lib/libc/Kconfig:67) ended up as the choice selection. See
+http://docs.zephyrproject.org/latest/kconfig.html#CONFIG_PICOLIBC and/or look up PICOLIBC in the
+
+warning: HAS_CMSIS_CORE (defined at modules/cmsis/Kconfig:7) has direct dependencies 0 with value n, but is currently being y-selected by the following symbols:
+ - CPU_CORTEX_M (defined at arch/arm/core/Kconfig:6), with value y, direct dependencies ARM (value: y), and select condition ARM (value: y)
+
+error: Aborting due to Kconfig warnings
+CMake Error at /z/zephyr/cmake/modules/kconfig.cmake:389 (message):
+"""
+_UNLINKED_OUTPUT = """\
+[184/1056] Building C object modules/picolibc/CMakeFiles/c.dir/newlib/libc/posix/regerror.c.obj
+[350/1056] Building C object modules/picolibc/CMakeFiles/c.dir/newlib/libc/string/strerror.c.obj
+[1051/1056] Linking C executable zephyr/zephyr_pre0.elf
+FAILED: zephyr/zephyr_pre0.elf zephyr/zephyr_pre0.map
+/usr/bin/ld.bfd: app/libapp.a(main.c.obj): in function `main':
+/p/src/main.c:124: undefined reference to `mtp_rpc_server_run'
+collect2: error: ld returned 1 exit status
+ninja: build stopped: subcommand failed.
+"""
+
+
+def test_build_failures_are_explained_in_one_line():
+    message = zephyr_west.explain_failure("west build", 1, _NO_MODULES_OUTPUT)
+    assert message.startswith("west build failed: Zephyr's CMSIS module is not in the workspace")
+    assert "`west update picolibc`" in message and "\n" not in message
+    message = zephyr_west.explain_failure("west build", 1, _UNLINKED_OUTPUT)
+    assert message == ("west build failed (exit status 1): /p/src/main.c:124: undefined reference to "
+                       "`mtp_rpc_server_run' | collect2: error: ld returned 1 exit status")  # no ninja progress lines
+    message = zephyr_west.explain_failure("west build", 1, "ld: region `FLASH' overflowed by 12345 bytes\n")
+    assert message.startswith("the firmware does not fit the board: FLASH overflowed by 12,345 B")
+
+
 # ---- against a real Zephyr tree --------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_zephyr_qemu_host_driven_inference(hello_mlf, tmp_path):
-    """Build the host_driven project for qemu_cortex_m3 with west against $ZEPHYR_BASE, run it on
-    QEMU and compare one inference with the same MLF run natively."""
-    if not os.environ.get("ZEPHYR_BASE"):
+@pytest.fixture
+def zephyr_tree(monkeypatch):
+    """$ZEPHYR_BASE (a Zephyr tree in a west workspace, docs/zephyr.md), else skip. Without a
+    configured toolchain, Debian's arm-none-eabi-gcc is used (ZEPHYR_TOOLCHAIN_VARIANT=cross-compile)."""
+    base = os.environ.get("ZEPHYR_BASE")
+    if not base:
         pytest.skip("$ZEPHYR_BASE is unset: no Zephyr tree to build against (see docs/zephyr.md)")
     if shutil.which("west") is None:
         pytest.skip("west is not installed (pip install west)")
+    if shutil.which("qemu-system-arm") is None:
+        pytest.skip("needs qemu-system-arm")
+    try:
+        zephyr_west.check_toolchain(os.environ)
+    except server.ServerError:
+        gcc = shutil.which("arm-none-eabi-gcc")
+        if gcc is None:
+            raise
+        monkeypatch.setenv("ZEPHYR_TOOLCHAIN_VARIANT", "cross-compile")
+        monkeypatch.setenv("CROSS_COMPILE", gcc[:-len("gcc")])
+    return pathlib.Path(base)
+
+
+@pytest.mark.slow
+def test_zephyr_qemu_host_driven_inference(hello_mlf, tmp_path, zephyr_tree):
+    """Build the host_driven project for qemu_cortex_m3 with west against $ZEPHYR_BASE, run it on
+    QEMU and compare inferences with the same MLF run natively."""
     from project_api.compiler.native import run_native
     from project_api.rpc.transport import ProjectAPITransport
     from project_api.session import Session
 
-    project = generate(hello_mlf, tmp_path / "project", board="qemu_cortex_m3", project_type="host_driven")
-    x = np.array([[1.5]], dtype=np.float32)
-    expected = run_native(hello_mlf, [x])
+    project = generate(hello_mlf, tmp_path / "project", board="qemu_cortex_m3", project_type="host_driven",
+                       warning_as_error="true")
+    inputs = [np.array([[x]], dtype=np.float32) for x in (0.0, 1.5, 4.75)]
     with client.instantiate_from_dir(project) as api:
         api.build({})
         api.flash({})
         with Session(ProjectAPITransport(api, {})) as session:
-            session.set_input(0, x)
-            session.run()
-            got = session.get_output(0)
-    np.testing.assert_array_equal(got, expected[0])
+            image = project.resolve() / "build" / "zephyr" / "zephyr.elf"
+            assert _qemu_pids(image), "open_transport did not start QEMU"
+            for x in inputs:
+                session.set_input(0, x)
+                session.run()
+                np.testing.assert_array_equal(session.get_output(0), run_native(hello_mlf, [x])[0])
+        assert not _qemu_pids(image), "close_transport left QEMU running"
+
+
+def _read_console_until_end(api, timeout_sec=30.0):
+    """The standalone image's console text, through the server's transport, up to its `end` line."""
+    text, deadline = b"", time.monotonic() + timeout_sec
+    while not text.endswith(b"end\n") and b"end\r\n" not in text:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no `end` line within {timeout_sec} s; console so far: {text!r}")
+        text += api.read_transport(4096, 5.0)["data"]
+    return text.decode("ascii", "replace").replace("\r\n", "\n")
+
+
+@pytest.mark.slow
+def test_zephyr_mps2_an385_standalone_demo(hello_mlf, tmp_path, zephyr_tree):
+    """The aot_standalone_demo project for mps2/an385, built against $ZEPHYR_BASE: on QEMU it prints
+    the model's output for zero inputs (equal to the native run), its timing and stack use, then
+    resets, which stops QEMU."""
+    from project_api.compiler.native import run_native
+
+    project = generate(hello_mlf, tmp_path / "project", board="mps2/an385", project_type="aot_standalone_demo",
+                       compile_definitions="MTP_STANDALONE_RUNS=10", warning_as_error="true")
+    with client.instantiate_from_dir(project) as api:
+        api.build({})
+        api.open_transport({})
+        try:
+            console = _read_console_until_end(api)
+            image = project.resolve() / "build" / "zephyr" / "zephyr.elf"
+            for _ in range(50):  # the image resets after `end`; QEMU (-no-reboot) exits by itself
+                if not _qemu_pids(image):
+                    break
+                time.sleep(0.1)
+            assert not _qemu_pids(image), "QEMU still runs after the image reset"
+        finally:
+            api.close_transport()
+    records = dict(line.split(" ", 1) for line in console.splitlines() if " " in line and not line.startswith("***"))
+    expected = run_native(hello_mlf, [np.zeros((1, 1), np.float32)])[0]
+    assert records["mtp-standalone"] == "default"
+    assert records["output"] == "0 " + expected.tobytes().hex()
+    assert records["status"] == "0"
+    assert 0 < int(records["stack"], 16) < zephyr_config.DEFAULT_MAIN_STACK_SIZE
+    assert int(records["tick_hz"], 16) == 25_000_000  # mps2/an385's SysTick clock
+    assert [line.split()[1] for line in console.splitlines() if line.startswith("ticks ")] == ["1", "a"]

@@ -11,9 +11,7 @@ Used as a template (from template_projects/zephyr) and as a generated project's 
 """
 
 import dataclasses
-import os
 import pathlib
-import re
 import shutil
 import subprocess
 import sys
@@ -46,8 +44,8 @@ PROJECT_OPTIONS = server.default_project_options(
     verbose={"optional": ("generate_project", "build", "flash")},
 ) + [
     server.ProjectOption(
-        "zephyr_base", type="str", default=os.environ.get("ZEPHYR_BASE"), optional=("build", "flash"),
-        help="The zephyr/ folder of a west workspace (Zephyr 3.7 LTS or 4.x); default $ZEPHYR_BASE."),
+        "zephyr_base", type="str", optional=("build", "flash"),
+        help="The zephyr/ folder of a west workspace (Zephyr 3.7 LTS or 4.x); default: $ZEPHYR_BASE when building."),
     server.ProjectOption(
         "west_cmd", type="str", default="west", optional=("build", "flash"),
         help="How to run west, e.g. 'west' (default, from PATH) or 'python3 -m west'."),
@@ -68,9 +66,6 @@ PROJECT_OPTIONS = server.default_project_options(
         help="A CMSIS-NN checkout to compile with the model (for kernels that call CMSIS-NN)."),
 ]
 
-_LINK_OVERFLOW = re.compile(r"region `?(\w+)'? overflowed by (\d+) bytes")
-
-
 def resolve_board(name: str) -> boards.Board:
     try:
         return boards.get_board(name, PLATFORM)
@@ -90,14 +85,7 @@ def _run(argv, env, verbose: bool, what: str) -> None:
     if verbose or result.returncode != 0:
         sys.stderr.write(result.stdout)
     if result.returncode != 0:
-        overflow = _LINK_OVERFLOW.findall(result.stdout)
-        if overflow:
-            raise server.ServerError(
-                "the firmware does not fit the board: " + "; ".join(f"{r} overflowed by {int(n):,} B" for r, n in overflow)
-                + ". Pick a board with more memory, a smaller model or a smaller config_main_stack_size")
-        tail = [line for line in result.stdout.splitlines() if "error" in line.lower()][:3] or \
-            result.stdout.splitlines()[-3:]
-        raise server.ServerError(f"{what} failed (exit status {result.returncode}): " + " | ".join(tail))
+        raise server.ServerError(zephyr_west.explain_failure(what, result.returncode, result.stdout))
 
 
 class Handler(server.ProjectAPIHandler):
@@ -173,7 +161,7 @@ class Handler(server.ProjectAPIHandler):
         self._require_project("build")
         options = project_gen.options_with_defaults(PROJECT_DIR, options)
         board = self._board()
-        west = zephyr_west.check_environment(options, need_toolchain=True)
+        west = zephyr_west.check_environment(options, need_toolchain=True, cwd=PROJECT_DIR)
         argv = zephyr_west.build_command(west.west, board.zephyr_board, PROJECT_DIR, PROJECT_DIR / BUILD_DIR,
                                          verbose=bool(options.get("verbose")))
         _run(argv, west.env, bool(options.get("verbose")), "west build")
@@ -188,7 +176,7 @@ class Handler(server.ProjectAPIHandler):
         runner = board.extra.get("flash_runner")
         if not runner:
             raise server.ServerError(f"board {board.name} has no flash_runner in boards/boards.yaml")
-        west = zephyr_west.check_environment(options, need_toolchain=False)
+        west = zephyr_west.check_environment(options, need_toolchain=False, cwd=PROJECT_DIR)
         argv = zephyr_west.flash_command(west.west, PROJECT_DIR / BUILD_DIR, runner, options.get("serial_number"))
         _run(argv, west.env, bool(options.get("verbose")), "west flash")
 

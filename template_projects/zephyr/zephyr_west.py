@@ -1,6 +1,7 @@
 """The Zephyr side of the zephyr template: checks that west, a Zephyr tree of a supported version
-and a toolchain are there (before anything runs), and the exact `west build` / `west flash`
-command lines. Every problem is one ServerError line saying what to install or set."""
+in a west workspace and a toolchain are there (before anything runs), the exact `west build` /
+`west flash` command lines, and why one failed. Every problem is one ServerError line saying
+what to install or set."""
 
 from __future__ import annotations
 
@@ -155,6 +156,26 @@ def check_build_tools(env: Mapping[str, str]) -> None:
                 f"or pip install {tool}")
 
 
+def find_west_workspace(*starts: pathlib.Path) -> Optional[pathlib.Path]:
+    """The west workspace (the folder holding .west/) west will use: it looks upwards from the
+    current directory, then from ZEPHYR_BASE. Without one west has no `build` command."""
+    for start in starts:
+        for folder in (start, *start.parents):
+            if (folder / ".west").is_dir():
+                return folder
+    return None
+
+
+def check_workspace(zephyr_base: pathlib.Path, cwd: pathlib.Path) -> pathlib.Path:
+    workspace = find_west_workspace(cwd.resolve(), zephyr_base.resolve())
+    if workspace is None:
+        raise server.ServerError(
+            f"{zephyr_base} is not inside a west workspace, so west has no build command: run "
+            f"`west init -l {zephyr_base}` (then `west update cmsis picolibc`, see docs/zephyr.md) "
+            "or point ZEPHYR_BASE at the zephyr/ folder of a workspace made by west init")
+    return workspace
+
+
 class WestEnvironment(NamedTuple):
     west: List[str]  # argv prefix
     zephyr_base: pathlib.Path
@@ -162,12 +183,14 @@ class WestEnvironment(NamedTuple):
     env: Dict[str, str]  # for the west subprocess (ZEPHYR_BASE set)
 
 
-def check_environment(options: Mapping, *, need_toolchain: bool, environ: Optional[Mapping[str, str]] = None) -> WestEnvironment:
-    """Everything `west build` (need_toolchain) or `west flash` needs, checked before running it."""
+def check_environment(options: Mapping, *, need_toolchain: bool, cwd: pathlib.Path,
+                      environ: Optional[Mapping[str, str]] = None) -> WestEnvironment:
+    """Everything `west build` (need_toolchain) or `west flash` needs, run from cwd, checked before running it."""
     env = dict(os.environ if environ is None else environ)
     west = west_argv(options.get("west_cmd"))
     base = zephyr_base_dir(options.get("zephyr_base") or env.get("ZEPHYR_BASE"))
     version = check_version(base)
+    check_workspace(base, cwd)
     if need_toolchain:
         check_build_tools(env)
         check_toolchain(env)
@@ -201,3 +224,37 @@ def flash_command(west: Sequence[str], build_dir: pathlib.Path, runner: str,
     if serial_number:
         argv += _runner_serial_args(runner, serial_number)
     return argv
+
+
+# ---- why a west command failed ------------------------------------------------------------------
+
+_LINK_OVERFLOW = re.compile(r"region `?(\w+)'? overflowed by (\d+) bytes")
+# Kconfig's complaints when a module the board needs is not in the workspace (found by west, or
+# listed in ZEPHYR_MODULES): each with what to do about it.
+_MISSING_MODULES = (
+    (re.compile(r"HAS_CMSIS_CORE \(defined at [^)]*\) has direct dependencies 0"),
+     "Zephyr's CMSIS module is not in the workspace (Arm boards need it): `west update cmsis` "
+     "(Zephyr >= 4.1: cmsis_6), or add its folder to ZEPHYR_MODULES"),
+    (re.compile(r"choice symbol PICOLIBC .* was selected"),
+     "no picolibc: `west update picolibc` (Zephyr's picolibc module), or use a toolchain that has it "
+     "(the Zephyr SDK), or add the module's folder to ZEPHYR_MODULES"),
+)
+# Lines that say why a build failed: compiler and linker diagnostics, CMake's and west's errors.
+# Ninja's progress lines ("[12/980] Building C object .../strerror.c.obj") are never among them.
+_FAILURE_LINE = re.compile(r"error:|undefined reference|CMake Error|FATAL ERROR|No such file", re.IGNORECASE)
+_NINJA_PROGRESS = re.compile(r"^\[\d+/\d+\] ")
+
+
+def explain_failure(what: str, returncode: int, output: str) -> str:
+    """One line saying why `west build`/`west flash` failed, from its output."""
+    overflow = _LINK_OVERFLOW.findall(output)
+    if overflow:
+        return ("the firmware does not fit the board: " + "; ".join(f"{r} overflowed by {int(n):,} B" for r, n in overflow)
+                + ". Pick a board with more memory, a smaller model or a smaller config_main_stack_size")
+    flat = " ".join(output.split())  # Kconfig wraps its warnings over several lines
+    missing = [hint for pattern, hint in _MISSING_MODULES if pattern.search(flat)]
+    if missing:
+        return f"{what} failed: " + "; ".join(missing)
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    reasons = [line for line in lines if _FAILURE_LINE.search(line) and not _NINJA_PROGRESS.match(line)]
+    return f"{what} failed (exit status {returncode}): " + " | ".join(reasons[:3] or lines[-3:])
