@@ -18,3 +18,19 @@ class UnsupportedTVMVersionError(Exception):
 
 class SessionError(Exception):
     """The device session failed (handshake, protocol or device error); the message says which."""
+
+
+class DeviceError(SessionError):
+    """The device answered a request with an error status (bad index or range, unknown command...)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+class ModelRunError(DeviceError):
+    """The model's run function returned a non-zero code on the device."""
+
+    def __init__(self, message: str, status: int, code: int):
+        super().__init__(message, status)
+        self.code = code

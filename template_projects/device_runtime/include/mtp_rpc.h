@@ -35,7 +35,7 @@ extern "C" {
 #if defined(__AVR__)
 #define MTP_READ_CHUNK 16
 #else
-#define MTP_READ_CHUNK 256
+#define MTP_READ_CHUNK 512
 #endif
 #endif
 

@@ -1,0 +1,148 @@
+"""``tvmc run --device micro PROJECT_DIR``: host-driven inference on a generated project's device.
+
+As the legacy tvmc: inputs from ``--inputs in.npz`` (by input name) or ``--fill-mode``, outputs to
+``--outputs out.npz`` (keys ``output_0``, ``output_1`` ...), ``--print-top N``, ``--print-time``
+with ``--repeat``/``--number``; the timing is measured on the device with its own timer.
+The device is reached through the project's Project API server (open_transport), so the same
+command drives the host board, an emulator or a board on a serial port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+from typing import Dict, List
+
+import numpy as np
+
+from .. import client, errors
+from ..rpc.transport import ProjectAPITransport
+from ..session import Session
+from . import TVMCError
+from ._options import (add_project_option_argument, check_project_options, options_for_project,
+                       parse_project_options, project_api_server, server_options)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive integer")
+    return value
+
+
+def fill(mode: str, dtype: str, shape, rng: np.random.Generator) -> np.ndarray:
+    """An input of the given dtype and shape filled as --fill-mode says."""
+    dt = np.dtype(dtype)
+    if mode == "zeros":
+        return np.zeros(shape, dt)
+    if mode == "ones":
+        return np.ones(shape, dt)
+    if dt.kind == "f":
+        return rng.random(shape, dtype=np.float64).astype(dt)
+    info = np.iinfo(dt)
+    return rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=dt)
+
+
+def load_inputs(path, inputs, fill_mode: str) -> Dict[str, np.ndarray]:
+    """Inputs by name from an .npz file, the rest filled; names the model lacks are an error."""
+    given: Dict[str, np.ndarray] = {}
+    if path:
+        try:
+            with np.load(path) as npz:
+                given = {k: npz[k] for k in npz.files}
+        except (OSError, ValueError) as err:
+            raise TVMCError(f"cannot read inputs file {path}: {err} (it must be a .npz from numpy.savez)") from err
+    names = [t.name for t in inputs]
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise TVMCError(f"inputs file {path} has {', '.join(unknown)}, which the model does not have; "
+                        f"its inputs are: {', '.join(names)}")
+    rng = np.random.default_rng()
+    return {t.name: given[t.name] if t.name in given else fill(fill_mode, t.dtype, t.shape, rng) for t in inputs}
+
+
+def format_top(key: str, name: str, array: np.ndarray, n: int) -> str:
+    flat = array.reshape(-1)
+    order = np.argsort(-flat.astype(np.float64), kind="stable")[:n]
+    rows = [f"top {len(order)} of {key} ({name}):", "  index  value"]
+    rows += [f"  {int(i):5d}  {flat[i]}" for i in order]
+    return "\n".join(rows)
+
+
+def format_time(timing) -> str:
+    head = f"{'mean (ms)':>12} {'median (ms)':>12} {'max (ms)':>12} {'min (ms)':>12} {'std (ms)':>12}"
+    figures = (timing.mean, timing.median, timing.max, timing.min, timing.std)
+    rows = ["Execution time summary (on the device):", head, " ".join(f"{v * 1e3:12.6g}" for v in figures)]
+    if timing.cycles is not None:
+        rows.append(f"cycles per run: mean {sum(timing.cycles) / len(timing.cycles):.0f}, "
+                    f"min {min(timing.cycles):.0f}, max {max(timing.cycles):.0f}")
+    return "\n".join(rows)
+
+
+class RunCommand:
+    name = "run"
+    help = "run a model on a micro device through its generated project (--device micro)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser, argv: List[str]) -> None:
+        parser.add_argument("FILE", help="the generated project directory (from tvmc micro create)")
+        parser.add_argument("--device", choices=["micro"], required=True,
+                            help="where to run: 'micro' = the project's device (host board, emulator, board)")
+        parser.add_argument("-i", "--inputs", help="a .npz file of inputs by name")
+        parser.add_argument("--fill-mode", choices=["zeros", "ones", "random"], default="random",
+                            help="how to fill inputs missing from --inputs (default: random)")
+        parser.add_argument("-o", "--outputs", help="save the outputs to this .npz file (output_0, ...)")
+        parser.add_argument("--print-top", type=_positive, metavar="N", help="print the top N values of each output")
+        parser.add_argument("--print-time", action="store_true", help="time the model on the device")
+        parser.add_argument("--repeat", type=_positive, default=1, help="timing: how many measurements (default 1)")
+        parser.add_argument("--number", type=_positive, default=1, help="timing: runs per measurement (default 1)")
+        add_project_option_argument(parser)
+
+    def run(self, args) -> int:
+        project_dir = pathlib.Path(args.FILE)
+        if not project_dir.is_dir():
+            raise TVMCError(f"project directory {project_dir} does not exist: generate one with "
+                            f"'tvmc micro create {project_dir} MODEL.tar PLATFORM'")
+        if not (project_dir / client.SERVER_PYTHON_FILENAME).is_file():
+            raise TVMCError(f"{project_dir} is not a generated project (no {client.SERVER_PYTHON_FILENAME}): "
+                            f"generate one with 'tvmc micro create'")
+        given = parse_project_options(args.project_option)
+        with project_api_server(project_dir, debug=args.debug) as api:
+            check_project_options(given, server_options(api), "open_transport", str(project_dir))
+            transport = ProjectAPITransport(api, options_for_project(project_dir, given))
+            try:
+                with Session(transport) as session:
+                    outputs = self._infer(session, args)
+                    names = [t.name for t in session.get_info().outputs]
+                    timing = session.time_evaluate(args.number, args.repeat) if args.print_time else None
+            except errors.SessionError as err:
+                raise TVMCError(f"device session failed: {err}") from err
+            except client.RPCError as err:
+                raise TVMCError(f"the project's server failed: {err.message}") from err
+            except (client.ProjectAPIError, errors.IoTimeoutError, errors.TransportClosedError) as err:
+                raise TVMCError(f"the project's server failed: {err}") from err
+        self._report(outputs, names, timing, args)
+        return 0
+
+    @staticmethod
+    def _infer(session: Session, args) -> Dict[str, np.ndarray]:
+        info = session.get_info()
+        for name, value in load_inputs(args.inputs, info.inputs, args.fill_mode).items():
+            session.set_input(name, value)
+        session.run()
+        return {f"output_{i}": session.get_output(i) for i in range(len(info.outputs))}
+
+    @staticmethod
+    def _report(outputs: Dict[str, np.ndarray], names: List[str], timing, args) -> None:
+        if args.outputs:
+            np.savez(args.outputs, **outputs)
+        if args.print_top:
+            for (key, array), name in zip(outputs.items(), names):
+                print(format_top(key, name, array, args.print_top))
+        if timing is not None:
+            print(format_time(timing))
+        if not (args.outputs or args.print_top or timing):
+            for name, array in outputs.items():
+                print(f"{name}: {np.array2string(array, threshold=20)}")

@@ -1,0 +1,126 @@
+"""project_api.session.Session over the transports: the real test device behind a pipe
+(SubprocessTransport), a TCP socket and a pty (SerialTransport through pyserial)."""
+
+import os
+import pty
+import socket
+import subprocess
+import tty
+
+import numpy as np
+import pytest
+
+from project_api.errors import SessionError
+from project_api.rpc.transport import SerialTransport, SubprocessTransport, TransportTimeouts
+from project_api.session import Session
+from rpc_test_device import build_test_device, expected_outputs
+
+TIMEOUTS = TransportTimeouts(0.5, 5, 5)
+
+
+@pytest.fixture(scope="session")
+def test_device(tmp_path_factory):
+    return build_test_device(tmp_path_factory.mktemp("device") / "rpc_test_device")
+
+
+@pytest.fixture
+def session(test_device):
+    with Session(SubprocessTransport([str(test_device)], timeouts=TIMEOUTS)) as sess:
+        yield sess
+
+
+def _check_inference(sess, seed=0):
+    rng = np.random.default_rng(seed)
+    in_f32 = rng.standard_normal((4, 700)).astype(np.float32)
+    in_i8 = rng.integers(-127, 127, 5, dtype=np.int8)
+    sess.set_input("in_f32", in_f32)
+    sess.set_input(1, in_i8)
+    sess.run()
+    want_f32, want_i8 = expected_outputs(in_f32, in_i8)
+    out = sess.get_output(0)
+    assert out.dtype == np.float32 and out.shape == (4, 700) and np.array_equal(out, want_f32)
+    out = sess.get_output("out_i8")
+    assert out.dtype == np.int8 and np.array_equal(out, want_i8)
+
+
+def test_inference_over_a_pipe(session):
+    info = session.get_info()
+    assert info.model_name == "rpc_test_model"
+    assert [t.name for t in info.inputs] == ["in_f32", "in_i8"]
+    assert [t.shape for t in info.outputs] == [(4, 700), (5,)]
+    _check_inference(session)
+
+
+def test_set_input_checks_name_dtype_and_shape(session):
+    with pytest.raises(SessionError, match=r"input 'in_f32' must be float32 with shape \[4, 700\], "
+                                           r"got float64 with shape \[4, 700\]"):
+        session.set_input("in_f32", np.zeros((4, 700)))
+    with pytest.raises(SessionError, match=r"input 'in_i8' must be int8 with shape \[5\], got int8 with shape \[6\]"):
+        session.set_input(1, np.zeros(6, np.int8))
+    with pytest.raises(SessionError, match="no input named 'x'; its inputs are 'in_f32', 'in_i8'"):
+        session.set_input("x", np.zeros(5, np.int8))
+    with pytest.raises(SessionError, match="no output 5: it has 2 outputs"):
+        session.get_output(5)
+
+
+def test_time_evaluate_uses_the_device_timer(session):
+    timing = session.time_evaluate(number=20, repeat=3)
+    assert len(timing.results) == 3 and all(0 < r < 1 for r in timing.results)
+    assert timing.cycles is None  # the host board's timer counts nanoseconds, not cycles
+    assert timing.min <= timing.median <= timing.max
+    with pytest.raises(SessionError, match="number >= 1"):
+        session.time_evaluate(number=0)
+
+
+def test_closed_session_says_so(test_device):
+    transport = SubprocessTransport([str(test_device)], timeouts=TIMEOUTS)
+    with Session(transport) as sess:
+        process = transport.process
+    assert process.wait(timeout=5) == 0  # the device program ended: nothing leaks
+    with pytest.raises(SessionError, match="not open"):
+        sess.run()
+
+
+def test_handshake_gives_up_with_a_clear_error(tmp_path):
+    """A program that never answers: the start request is retried, then a clear error."""
+    transport = SubprocessTransport(["sleep", "30"], timeouts=TransportTimeouts(0.1, 0.5, 1))
+    with pytest.raises(SessionError, match="did not answer the session start within 0.5 s"):
+        Session(transport).open()
+    assert transport.process is None  # closed on failure
+
+
+def test_inference_over_a_tcp_socket(test_device):
+    """pyserial's socket:// (how QEMU's UART is reached) to the device program on a TCP socket."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        transport = SerialTransport(f"socket://127.0.0.1:{port}", timeouts=TIMEOUTS)
+        transport.open()
+        connection, _ = listener.accept()
+        with connection:
+            device = subprocess.Popen([str(test_device)], stdin=connection.fileno(), stdout=connection.fileno())
+        try:
+            with Session(transport) as sess:
+                _check_inference(sess, seed=3)
+        finally:
+            device.wait(timeout=5)
+
+
+def test_inference_over_a_pty(test_device):
+    """A real tty path opened by pyserial, as a board's /dev/ttyACM0 would be."""
+    master, slave = pty.openpty()
+    tty.setraw(master)
+    tty.setraw(slave)
+    device = subprocess.Popen([str(test_device)], stdin=master, stdout=master)
+    os.close(master)
+    try:
+        with Session(SerialTransport(os.ttyname(slave), timeouts=TIMEOUTS)) as sess:
+            _check_inference(sess, seed=4)
+    finally:
+        os.close(slave)
+        try:
+            device.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            device.kill()
+            device.wait()
