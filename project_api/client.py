@@ -13,10 +13,12 @@ same ones transports raise), a handler failure as ``ServerError``, a protocol er
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 from typing import BinaryIO, Optional, Union
@@ -105,8 +107,12 @@ class ProjectAPIClient:
     def process(self) -> Optional[subprocess.Popen]:
         return self._process
 
-    def close(self) -> None:
-        """Close the pipes and make sure the server process is gone (idempotent)."""
+    def close(self, exit_grace_sec: Optional[float] = None) -> None:
+        """Close the pipes and make sure the server process is gone (idempotent). The server gets
+        ``exit_grace_sec`` (default _EXIT_GRACE_SEC) to exit at EOF before SIGTERM; both make it
+        close its transport."""
+        if exit_grace_sec is None:
+            exit_grace_sec = _EXIT_GRACE_SEC
         for f in (self._write_file, self._read_file):
             try:
                 f.close()
@@ -116,9 +122,10 @@ class ProjectAPIClient:
         if proc is None:
             return
         try:
-            proc.wait(timeout=_EXIT_GRACE_SEC)  # EOF makes a healthy server close its transport and exit
+            proc.wait(timeout=exit_grace_sec)  # EOF makes a healthy server close its transport and exit
         except subprocess.TimeoutExpired:
-            _LOG.warning("Project API server pid %d did not exit at EOF; terminating it", proc.pid)
+            if exit_grace_sec:
+                _LOG.warning("Project API server pid %d did not exit at EOF; terminating it", proc.pid)
             proc.terminate()
             try:
                 proc.wait(timeout=_EXIT_GRACE_SEC)
@@ -157,6 +164,12 @@ class ProjectAPIClient:
             reply_line = self._read_file.readline()
         except (BrokenPipeError, ConnectionResetError):
             reply_line = b""
+        except BaseException:
+            # Interrupted mid-request (Ctrl-C): the reply would arrive out of step with the next
+            # request, so this connection is over. Stop the server now rather than after the
+            # request it is busy with; SIGTERM makes it close its transport on the way out.
+            self.close(exit_grace_sec=0)
+            raise
         if not reply_line:
             raise ConnectionShutdownError(f"{method}: the Project API server exited without replying{self._exit_note()}")
         _LOG.debug("reply <- %s", reply_line.rstrip())
@@ -197,10 +210,11 @@ class ProjectAPIClient:
                          options: Optional[dict] = None):
         if project_dir is None:
             raise TypeError("generate_project needs project_dir")
+        # The server runs in its template's directory: relative paths mean the caller's cwd.
         return self._request("generate_project", {
-            "model_library_format_path": str(model_library_format_path),
-            "standalone_crt_dir": None if standalone_crt_dir is None else str(standalone_crt_dir),
-            "project_dir": str(project_dir),
+            "model_library_format_path": os.path.abspath(model_library_format_path),
+            "standalone_crt_dir": None if standalone_crt_dir is None else os.path.abspath(standalone_crt_dir),
+            "project_dir": os.path.abspath(project_dir),
             "options": dict(options or {}),
         })
 
@@ -214,6 +228,8 @@ class ProjectAPIClient:
         return self._request("open_transport", {"options": dict(options or {})})
 
     def close_transport(self):
+        if self.is_shutdown:
+            return None  # the server closed its transport when the connection ended
         return self._request("close_transport", {})
 
     def read_transport(self, n: int, timeout_sec: Optional[float]) -> dict:
@@ -239,6 +255,21 @@ def server_command(project_dir: Union[str, pathlib.Path]) -> list:
     return [sys.executable, str(python_script)]
 
 
+@contextlib.contextmanager
+def _sigint_blocked():
+    """SIGINT blocked in this thread, so a server starts with it blocked (the mask is inherited):
+    a Ctrl-C during its start-up stays pending until server.main ignores it, instead of killing it
+    with a traceback. Here a Ctrl-C in the meantime is delayed, not lost."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def instantiate_from_dir(project_dir: Union[str, pathlib.Path], debug: bool = False) -> ProjectAPIClient:
     """Start the server in ``project_dir`` (cwd = that dir) and return a client that owns it."""
     project_dir = pathlib.Path(project_dir).resolve()
@@ -251,8 +282,9 @@ def instantiate_from_dir(project_dir: Union[str, pathlib.Path], debug: bool = Fa
     package_root = str(pathlib.Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     try:
-        process = subprocess.Popen(argv, cwd=project_dir, pass_fds=(server_read_fd, server_write_fd),
-                                   stdin=subprocess.DEVNULL, env=env)
+        with _sigint_blocked():
+            process = subprocess.Popen(argv, cwd=project_dir, pass_fds=(server_read_fd, server_write_fd),
+                                       stdin=subprocess.DEVNULL, env=env)
     except BaseException:
         for fd in (server_read_fd, client_write_fd, client_read_fd, server_write_fd):
             os.close(fd)

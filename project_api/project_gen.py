@@ -326,12 +326,13 @@ def options_with_defaults(project_dir: pathlib.Path, options: Dict) -> Dict:
     applies = getattr(options, "applies", None)
     merged = dict(options)
     for name, value in recorded.items():
-        if value is None:
-            continue
+        applies_here = applies is None or name in applies
         if explicit is None:
             call_wins = merged.get(name) is not None
         else:
-            call_wins = name in explicit and (applies is None or name in applies)
-        if not call_wins:
+            call_wins = name in explicit and applies_here
+        # A recorded null means "generated without it": the truth for a generation-time option,
+        # but for one this method takes, the option's current default stands.
+        if not call_wins and (value is not None or not applies_here):
             merged[name] = value
     return merged

@@ -510,5 +510,13 @@ def main(handler: ProjectAPIHandler, argv: Optional[List[str]] = None) -> None:
 
     # SIGTERM (the client's teardown) unwinds normally so serve_forever closes the transport.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # Ctrl-C reaches the whole foreground process group, this server too; it belongs to the
+    # client, which then closes this server (EOF or SIGTERM). Ignored here, it is ignored by what
+    # the handler starts as well (a host device program), so nothing dies mid-reply. Our client
+    # starts servers with SIGINT blocked (a Ctrl-C during start-up stays pending): ignoring it
+    # discards one pending, then it can be unblocked.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     with os.fdopen(args.read_fd, "rb") as read_file, os.fdopen(args.write_fd, "wb", buffering=0) as write_file:
         ProjectAPIServer(read_file, write_file, handler).serve_forever()

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from project_api import cli, client
+from project_api import cli, client, project_gen
 from project_api.compiler.native import run_native
 from project_helpers import compiled_mlf, needs_cc, tvmc
 
@@ -158,3 +158,31 @@ def test_sigterm_to_the_server_stops_the_device_program(host_project):
         assert api.process.wait(timeout=10) == 0
     for pid in device_pids:
         assert not pathlib.Path(f"/proc/{pid}").exists(), "the device program outlived its server"
+
+
+@pytest.mark.slow
+@needs_cc
+def test_legacy_script_lines_on_the_host_board(tmp_path_factory):
+    """The lines users have in scripts (microtvm-facts), run from the folder holding model.tar with
+    relative paths: several NAME=VALUE after one --project-option, then tvmc run --print-top 4."""
+    import model_builders
+    from rpc_test_device import compile_onnx
+
+    mlf = compile_onnx(tmp_path_factory, model_builders.build_small_cnn)
+    work = tmp_path_factory.mktemp("legacy_lines")
+    shutil.copy2(mlf, work / "model.tar")
+    tvmc("micro", "create", "project", "model.tar", "crt", "--project-option", "project_type=host_driven",
+         "board=host", "warning_as_error=true", cwd=work)
+    recorded = project_gen.read_project_yaml(work / "project")
+    assert (recorded["project_type"], recorded["board"], recorded["warning_as_error"]) == ("host_driven", "host", True)
+    tvmc("micro", "build", "project", "crt", cwd=work)
+    tvmc("micro", "build", "project", "crt", "-f", cwd=work)
+    tvmc("micro", "flash", "project", "crt", cwd=work)
+    lines = tvmc("run", "--device", "micro", "project", "--fill-mode", "ones", "--print-top", "4", cwd=work).stdout.splitlines()
+    assert lines[0].startswith("top 4 of output_0 (") and lines[1].split() == ["index", "value"]
+    from project_api.compiler.mlf import read_metadata
+
+    ones = [np.ones(t["shape"], np.dtype(t["dtype"])) for t in read_metadata(mlf)["inputs"]]
+    want = run_native(mlf, ones)[0].reshape(-1)
+    assert [int(line.split()[0]) for line in lines[2:6]] == list(np.argsort(-want, kind="stable")[:4])
+    assert [float(line.split()[1]) for line in lines[2:6]] == pytest.approx(np.sort(want)[::-1][:4], rel=1e-6)

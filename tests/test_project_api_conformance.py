@@ -10,6 +10,7 @@ import json
 import os
 import pathlib
 import select
+import signal
 import subprocess
 import sys
 
@@ -349,3 +350,44 @@ def test_client_reports_a_server_that_dies(tmp_path):
 def test_client_needs_a_server_script(tmp_path):
     with pytest.raises(client.ServerNotFoundError, match="microtvm_api_server.py"):
         client.instantiate_from_dir(tmp_path)
+
+
+def test_client_resolves_relative_paths_against_the_callers_cwd(tmp_path, monkeypatch):
+    """The server runs in its template's directory; 'model.tar' and 'proj' mean the caller's."""
+    monkeypatch.chdir(tmp_path)
+    with client.instantiate_from_dir(LOOPBACK_DIR) as api:
+        api.generate_project("model.tar", None, "proj", {"color": "red"})
+        api.generate_project(tmp_path / "m2.tar", "crt", tmp_path / "abs", {"color": "red"})
+    call = json.loads((tmp_path / "proj" / "call.json").read_text())
+    assert call["model_library_format_path"] == str(tmp_path / "model.tar")
+    assert not (LOOPBACK_DIR / "proj").exists()
+    call = json.loads((tmp_path / "abs" / "call.json").read_text())
+    assert call["model_library_format_path"] == str(tmp_path / "m2.tar")
+    assert call["standalone_crt_dir"] == str(tmp_path / "crt")
+
+
+def test_server_ignores_sigint_its_client_owns_it(loopback):
+    """Ctrl-C reaches the server with its client (one process group); the client decides."""
+    loopback.result("server_info_query", {"tvm_version": "0.27.0"})  # up and serving
+    loopback.proc.send_signal(signal.SIGINT)
+    assert loopback.result("server_info_query", {"tvm_version": "0.27.0"})["platform_name"] == "loopback"
+
+
+def test_an_interrupted_request_ends_the_connection(monkeypatch):
+    """Ctrl-C while waiting for a reply: the reply would come out of step with the next request,
+    so the client stops its server at once; closing the transport afterwards is a no-op."""
+    with client.instantiate_from_dir(LOOPBACK_DIR) as api:
+        process = api.process
+        api.open_transport({})
+
+        def interrupted_readline():
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(api, "_read_file", type("R", (), {"readline": staticmethod(interrupted_readline),
+                                                              "close": api._read_file.close})())
+        with pytest.raises(KeyboardInterrupt):
+            api.read_transport(1, 5.0)
+        assert process.poll() is not None and api.is_shutdown
+        assert api.close_transport() is None
+        with pytest.raises(client.ConnectionShutdownError):
+            api.build({"color": "red"})

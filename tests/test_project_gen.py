@@ -165,3 +165,16 @@ def test_a_generation_time_option_sent_with_build_does_not_undo_generation(tmp_p
     project_gen.write_project_yaml(tmp_path, {"warning_as_error": True, "verbose": True})
     resolved = server.resolve_options("build", declared, {"warning_as_error": "false", "verbose": "false"})
     assert project_gen.options_with_defaults(tmp_path, resolved) == {"warning_as_error": True, "verbose": False}
+
+
+def test_a_generation_time_option_generated_without_stays_unset(tmp_path):
+    """compile_definitions recorded as null (generated without): a value sent with build does not
+    add it; an option build takes keeps its default when project.yaml recorded null."""
+    from project_api import server
+
+    declared = [server.ProjectOption("compile_definitions", optional=("generate_project",)),
+                server.ProjectOption("port", default="/dev/ttyACM0", optional=("build",))]
+    project_gen.write_project_yaml(tmp_path, {"compile_definitions": None, "port": None})
+    resolved = server.resolve_options("build", declared, {"compile_definitions": "A=1"})
+    assert project_gen.options_with_defaults(tmp_path, resolved) == {"compile_definitions": None,
+                                                                     "port": "/dev/ttyACM0"}

@@ -1,11 +1,14 @@
 """The templates and the board catalogue work from an installed wheel, not only from a checkout.
 
-Builds the wheel (pip wheel --no-deps, no build isolation so it works offline), installs it into
-a fresh venv that sees the system site-packages (TVM etc. are not reinstalled), and runs that
-venv's python and tvmc from a folder outside the checkout.
+Builds the wheel (pip wheel --no-deps, no build isolation so it works offline) from a temporary
+copy of the checkout's files as git sees them (tracked, or new and not ignored): building writes
+build/ and *.egg-info beside the sources, and stale copies there must not end up in the checkout.
+Installs it into a fresh venv that sees the system site-packages (TVM etc. are not reinstalled),
+and runs that venv's python and tvmc from a folder outside the checkout.
 """
 
 import pathlib
+import shutil
 import subprocess
 import sys
 import venv
@@ -20,8 +23,12 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def wheel_venv(tmp_path_factory):
     root = tmp_path_factory.mktemp("wheel")
+    had_build_dir = (REPO_ROOT / "build").exists()
+    source = _copy_of_checkout(root / "source")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(root / "dist"), str(REPO_ROOT)], check=True, cwd=root)
+                    "-w", str(root / "dist"), str(source)], check=True, cwd=root)
+    if not had_build_dir:
+        assert not (REPO_ROOT / "build").exists(), "building the wheel wrote build/ into the checkout"
     (wheel,) = (root / "dist").glob("microtvm_projects-*.whl")
     env_dir = root / "venv"
     venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
@@ -31,6 +38,21 @@ def wheel_venv(tmp_path_factory):
     subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
                    check=True, cwd=root)
     return env_dir
+
+
+def _copy_of_checkout(dest: pathlib.Path) -> pathlib.Path:
+    """The files git would commit (tracked, or new and not ignored), copied to dest."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                                cwd=REPO_ROOT, capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as err:
+        pytest.skip(f"needs git and a git checkout to list the sources ({err})")
+    for name in filter(None, listed.decode().split("\0")):
+        src = REPO_ROOT / name
+        if src.is_file():  # listed but deleted in the work tree: not part of it
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    return dest
 
 
 def _run(env_dir, argv, cwd):

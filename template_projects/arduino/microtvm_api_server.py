@@ -60,7 +60,6 @@ ARDUINO_CLI_HELP = (
 # Arduino's rule for sketch names (the sketch folder and its .ino share it).
 SKETCH_NAME = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.-]{0,62}$")
 BUILD_TOOLS = ("arduino-cli", "arduino-builder")
-GENERATION_ONLY_OPTIONS = ("board", "project_type", "warning_as_error", "compile_definitions")
 
 
 def _board_choices():
@@ -353,11 +352,8 @@ class Handler(server.ProjectAPIHandler):
         if IS_TEMPLATE:
             raise server.ServerError(f"{method} needs a generated project; {PROJECT_DIR} is the arduino template "
                                      "(run tvmc micro create first)")
+        # Generation-time options (board, project_type ...) keep project.yaml's values.
         options = project_gen.options_with_defaults(PROJECT_DIR, options)
-        # Options only generate_project takes come from project.yaml: the framework fills their defaults
-        # into every later call, which must not undo what the project was generated with.
-        recorded = project_gen.read_project_yaml(PROJECT_DIR)
-        options.update({k: recorded[k] for k in GENERATION_ONLY_OPTIONS if k in recorded})
         board = boards.get_board(options["board"], PLATFORM)
         return options, board
 
