@@ -115,7 +115,10 @@ def test_int8_models_keep_weights_and_activations_int8(name, onnx_dir):
 
 @pytest.mark.slow
 def test_tflite_frontend_workarounds_apply_to_a_built_model(onnx_dir):
-    notes = " | ".join(model_builders.lower_once(model_file("dw_pool_fc", onnx_dir)).notes)
+    # The Relax import (which int8 models with an operator the integer path lacks still take).
+    from project_api.compiler.frontend import load_model
+
+    notes = " | ".join(load_model(model_file("dw_pool_fc", onnx_dir)).notes)
     assert "quantized_dimension 3 clamped" in notes  # depthwise bias, as in person_detect
     assert "FULLY_CONNECTED on rank-4 input" in notes  # as in micro_speech
     assert "AVERAGE_POOL_2D" in notes  # rounding, as in KWS
@@ -132,10 +135,23 @@ def test_float_network_with_int8_output_keeps_one_kernel_per_layer(onnx_dir):
 
 @pytest.mark.slow
 def test_frontend_workarounds_are_recorded(onnx_dir):
-    speech = model_builders.lower_once(model_file("tflm_micro_speech_quantized", onnx_dir))
+    from project_api.compiler.frontend import load_model
+
+    speech = load_model(model_file("tflm_micro_speech_quantized", onnx_dir))
     assert any("FULLY_CONNECTED" in note for note in speech.notes)
-    kws = model_builders.lower_once(model_file("mlperf_tiny_kws_ref_model_int8", onnx_dir))
+    kws = load_model(model_file("mlperf_tiny_kws_ref_model_int8", onnx_dir))
     assert any("AVERAGE_POOL_2D" in note for note in kws.notes)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["dw_pool_fc"] + [m for m in TFLITE_FIXTURES if "int8" in m or "quant" in m])
+def test_int8_tflite_models_take_the_integer_path(name, onnx_dir):
+    """No float arithmetic left in the kernels: int32 accumulation, fixed-point requantization."""
+    lowered = model_builders.lower_once(model_file(name, onnx_dir))
+    assert any("integer kernels" in note for note in lowered.notes)
+    body = lowered.kernels_c.split("*/", 1)[1]
+    assert "float" not in body and "nearbyint" not in body and "expf" not in body
+    assert "mtp_requantize(" in body
 
 
 @pytest.mark.slow

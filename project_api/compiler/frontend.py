@@ -111,7 +111,8 @@ def _load_onnx(path: Path, data: bytes) -> ImportedModel:
 # TFLite
 
 
-def _load_tflite(path: Path, data: bytes) -> ImportedModel:
+def read_tflite(path: Path, data: bytes):
+    """Parse and check a .tflite file: (model, subgraph, operator names, input names, output names)."""
     import tflite
 
     invalid = f"'{path}' is not a valid TFLite model (truncated or corrupt file); convert it again"
@@ -136,6 +137,11 @@ def _load_tflite(path: Path, data: bytes) -> ImportedModel:
         raise CompileError(f"{invalid}: {type(err).__name__}: {' '.join(str(err).split())}") from None
     if not op_names:
         raise CompileError(invalid)
+    return model, subgraph, op_names, input_names, output_names
+
+
+def _load_tflite(path: Path, data: bytes) -> ImportedModel:
+    model, subgraph, op_names, input_names, output_names = read_tflite(path, data)
 
     from tvm.relax.frontend.tflite import tflite_frontend
 

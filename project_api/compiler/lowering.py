@@ -63,7 +63,10 @@ def _relax_pipeline():
     )
 
 
-def lower_model(model_path, model_name: str = "default", target="c", mcpu: Optional[str] = None) -> ir.LoweredModel:
+def lower_model(model_path, model_name: str = "default", target="c", mcpu: Optional[str] = None,
+                integer_kernels: bool = True) -> ir.LoweredModel:
+    """``integer_kernels=False`` keeps an int8 TFLite model on TVM's own (float-requantizing)
+    lowering: bench/speed.py measures it as the peer the integer kernels replace."""
     import tvm
 
     from . import frontend, fusion
@@ -71,6 +74,9 @@ def lower_model(model_path, model_name: str = "default", target="c", mcpu: Optio
 
     target_string = _target_string(target)
     prefix = f"tvmgen_{c_identifier(model_name)}_"
+    integer = _lower_int8_tflite(model_path, model_name, prefix, target_string, mcpu) if integer_kernels else None
+    if integer is not None:
+        return integer
     imported = frontend.load_model(model_path)
     notes = list(imported.notes)
     mod = fusion.outline_quantized_groups(imported.mod)
@@ -108,6 +114,49 @@ def lower_model(model_path, model_name: str = "default", target="c", mcpu: Optio
         target=target_string,
         notes=notes,
     )
+
+
+def _lower_int8_tflite(model_path, model_name: str, prefix: str, target_string: str, mcpu: Optional[str]):
+    """A fully-int8 TFLite model in integer kernels (qnn.py), or None for the Relax path."""
+    from pathlib import Path
+
+    from . import frontend, qnn, qnn_kernels
+    from ._tvm_c_kernels import build_c_kernels
+    from .qnn_schedule import schedule
+
+    path = Path(model_path)
+    if path.suffix.lower() != ".tflite" or not path.is_file():
+        return None
+    model, subgraph, op_names, input_names, output_names = frontend.read_tflite(path, path.read_bytes())
+    builder = qnn.lower_tflite_int8(model, subgraph, op_names, input_names, output_names, prefix)
+    if builder is None:
+        return None
+    funcs = {symbol: schedule(symbol, func) for symbol, func in builder.funcs.items()}
+    try:
+        kernels_c, c_kernels = build_c_kernels(funcs)
+    except Exception as err:
+        raise CompileError(f"TVM could not generate C kernels for '{model_path}': {frontend._first_line(err)}") from None
+    kernels_c = qnn_kernels.with_fixed_point_helpers(kernels_c)
+    builder.add_workspaces(c_kernels)
+    notes = ["int8 TFLite model lowered to integer kernels with tflite-micro's fixed-point requantization"]
+    if mcpu:
+        notes.append(f"mcpu {mcpu}: the C compiler picks the DSP micro-kernels from its -mcpu "
+                     "(__ARM_FEATURE_SIMD32); the same C is portable elsewhere")
+    source = _integer_source_text(builder.calls, input_names, funcs)
+    return ir.LoweredModel(
+        name=model_name, tensors=builder.tensors, inputs=list(input_names), outputs=list(output_names),
+        calls=builder.calls, kernels_c=kernels_c, source_text=source, target=target_string, notes=notes)
+
+
+def _integer_source_text(calls, input_names, funcs) -> str:
+    """What src/<name>.relax archives for the integer path: the call sequence, then each kernel's TIR."""
+    import tvm
+
+    lines = ["# int8 TFLite model in integer kernels (project_api/compiler/qnn.py): main calls, in order",
+             f"def main({', '.join(input_names)}):"]
+    lines += [f"    {call.func_name}({', '.join(call.args)})" for call in calls]
+    module = tvm.IRModule({tvm.ir.GlobalVar(symbol): func for symbol, func in funcs.items()})
+    return "\n".join(lines) + "\n\n" + module.script(show_meta=False)
 
 
 class _ModelBuilder:

@@ -1,0 +1,67 @@
+"""The kernels' C fixed-point helpers (qnn_kernels.FIXED_POINT_C, built with the host gcc) against
+fixed_point.py's line-by-line emulation of gemmlowp / tflite, on edge cases and random values,
+and fixed_point.py against values tflite's own functions give."""
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from project_api.compiler import fixed_point
+from project_api.compiler.qnn_kernels import FIXED_POINT_C
+
+
+def test_quantize_multiplier_matches_tflite():
+    assert fixed_point.quantize_multiplier(0.0) == (0, 0)
+    assert fixed_point.quantize_multiplier(0.5) == (1 << 30, 0)
+    assert fixed_point.quantize_multiplier(1.0) == (1 << 30, 1)
+    assert fixed_point.quantize_multiplier(0.75) == (3 << 29, 0)
+    # A fraction that rounds up to 2^31 moves to the next exponent.
+    assert fixed_point.quantize_multiplier(1.0 - 2.0 ** -40) == (1 << 30, 1)
+
+
+def test_rounding_divide_by_pot_rounds_half_away_from_zero():
+    assert [fixed_point.rounding_divide_by_pot(x, 1) for x in (-3, -2, -1, 0, 1, 2, 3)] == [-2, -1, -1, 0, 1, 1, 2]
+    assert fixed_point.rounding_divide_by_pot(-5, 2) == -1 and fixed_point.rounding_divide_by_pot(6, 2) == 2
+
+
+def test_softmax_table_starts_at_one():
+    table = fixed_point.softmax_exp_table(1.0, 0.1)
+    assert table[0] == fixed_point.INT32_MAX  # exp(0)
+    assert all(a >= b for a, b in zip(table, table[1:]))  # exp of ever more negative differences
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+def test_c_requantize_equals_the_emulation(tmp_path):
+    """mtp_requantize (two roundings, as gemmlowp) and mtp_requantize_right (one 64-bit step)."""
+    rng = np.random.default_rng(3)
+    accs = np.concatenate([rng.integers(-2**31, 2**31, 3000), rng.integers(-70000, 70000, 3000),
+                           [0, 1, -1, 2**31 - 1, -2**31 + 1, 2**30, -2**30]])
+    multipliers = rng.integers(1 << 30, 1 << 31, accs.size)
+    shifts = rng.integers(-12, 1, accs.size)
+    shifts[:50] = rng.integers(1, 4, 50)  # a few left shifts (effective scales above one)
+    accs[:50] = rng.integers(-1000, 1000, 50)
+    # mtp_requantize_right's compile-time bound: acc * m + 2^30 < 0 exactly below it.
+    bounds = [(-(1 << 30) - 1) // int(m) + 1 for m in multipliers]
+    rows = ",\n".join(f"{{{a}, {m}, {s}, {b}}}" for a, m, s, b in zip(accs, multipliers, shifts, bounds))
+    program = (f"#include <stdint.h>\n#include <stdio.h>\n{FIXED_POINT_C}\n"
+               f"static const int64_t cases[][4] = {{{rows}}};\n"
+               "int main(void) {\n"
+               "  for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) {\n"
+               "    int32_t shift = (int32_t)cases[i][2];\n"
+               "    printf(\"%ld\\n\", (long)mtp_requantize((int32_t)cases[i][0], (int32_t)cases[i][1],\n"
+               "                                             shift > 0 ? shift : 0, shift > 0 ? 0 : -shift));\n"
+               "    if (shift < 0) printf(\"%ld\\n\", (long)mtp_requantize_right((int32_t)cases[i][0],\n"
+               "        (int32_t)cases[i][1], -shift, (int32_t)cases[i][3]));\n"
+               "  }\n  return 0;\n}\n")
+    (tmp_path / "t.c").write_text(program)
+    subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", str(tmp_path / "t.c"), "-o",
+                    str(tmp_path / "t")], check=True, capture_output=True)
+    got = [int(line) for line in subprocess.run([str(tmp_path / "t")], capture_output=True, text=True,
+                                                check=True).stdout.split()]
+    want = []
+    for a, m, s in zip(accs, multipliers, shifts):
+        value = fixed_point.multiply_by_quantized_multiplier(int(a), int(m), int(s))
+        want += [value, value] if s < 0 else [value]  # mtp_requantize, then mtp_requantize_right
+    assert got == want
