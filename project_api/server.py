@@ -27,9 +27,10 @@ import pathlib
 import signal
 import sys
 import traceback
-from typing import Any, BinaryIO, List, NamedTuple, Optional, Sequence
+from typing import Any, BinaryIO, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import PROTOCOL_VERSION
+from .emulators.process import EmulatorError
 from .errors import IoTimeoutError, TransportClosedError, UnsupportedTVMVersionError
 # One definition shared with the transports (seconds; 0 = wait forever).
 from .rpc.transport import TransportTimeouts
@@ -47,6 +48,7 @@ __all__ = [
     "ServerError",
     "ServerInfo",
     "TransportClosedError",
+    "TransportHandler",
     "TransportTimeouts",
     "UnsupportedTVMVersionError",
     "default_project_options",
@@ -237,6 +239,79 @@ class ProjectAPIHandler(metaclass=abc.ABCMeta):
         """The options the framework validates against. The default asks server_info_query;
         override it if server_info_query refuses some TVM versions."""
         return list(self.server_info_query("").project_options)
+
+
+class TransportHandler(ProjectAPIHandler):
+    """A ProjectAPIHandler whose transport is a ``project_api.rpc.transport.Transport``, optionally
+    fed by a device process that must stop with it (an emulator: QemuMachine, SimavrMachine).
+
+    It implements close/read/write_transport; a template's open_transport ends with
+    ``return self.attach_transport(make_transport, device)``.
+    """
+
+    # Class-level defaults: subclasses need not call __init__.
+    _transport = None
+    _device = None
+
+    @property
+    def device(self):
+        """The device process started by the open transport, or None."""
+        return self._device
+
+    def attach_transport(self, make_transport: Callable[[], Any], device=None,
+                         user_errors: Tuple[type, ...] = (EmulatorError,)) -> TransportTimeouts:
+        """Close what is open, start ``device`` (if any), then open ``make_transport()`` (called
+        once the device runs, so it may use ``device.serial_url``) and keep both until
+        close_transport. On failure, stop what was started; an error of a ``user_errors`` class
+        is reported as ServerError with its message, anything else propagates."""
+        self.close_transport()
+        try:
+            if device is not None:
+                device.start()
+            transport = make_transport()
+            transport.open()
+        except user_errors as err:
+            if device is not None:
+                device.stop()
+            raise ServerError(str(err)) from err
+        except BaseException:
+            if device is not None:
+                device.stop()
+            raise
+        self._transport, self._device = transport, device
+        return transport.timeouts
+
+    def close_transport(self) -> None:
+        transport, self._transport = self._transport, None
+        device, self._device = self._device, None
+        try:
+            if transport is not None:
+                transport.close()
+        finally:
+            if device is not None:
+                device.stop()
+
+    def transport_closed_error(self, err: TransportClosedError) -> TransportClosedError:
+        """Hook: the error to report when the link is gone (or was never opened). Override to say
+        why, e.g. that the emulator exited with a status."""
+        return err
+
+    def _require_transport(self):
+        if self._transport is None:
+            raise TransportClosedError("the transport is not open (call open_transport first)")
+        return self._transport
+
+    def read_transport(self, n: int, timeout_sec: Optional[float]) -> bytes:
+        try:
+            return self._require_transport().read(n, timeout_sec)
+        except TransportClosedError as err:
+            raise self.transport_closed_error(err) from None
+
+    def write_transport(self, data: bytes, timeout_sec: Optional[float]) -> None:
+        try:
+            self._require_transport().write(data, timeout_sec)
+        except TransportClosedError as err:
+            raise self.transport_closed_error(err) from None
 
 
 # ---- request validation --------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from cortex_m_helpers import build_app, needs_arm_tools
-from project_api.emulators import qemu
+from project_api.emulators import process, qemu
 
 pytestmark = needs_arm_tools
 
@@ -264,5 +264,5 @@ def _qemu_children():
 @pytest.fixture(autouse=True, scope="module")
 def _no_leaked_qemu():
     yield
-    assert not qemu._live, "a QemuMachine was left running"
+    assert not process.running_emulators(), "a QemuMachine was left running"
     assert _qemu_children() == set()

@@ -9,18 +9,18 @@ resort at interpreter exit, on SIGTERM, and (Linux) when the process that starte
 
 from __future__ import annotations
 
-import atexit
 import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
+
+from .process import EmulatorError, EmulatorProcess
 
 QEMU = "qemu-system-arm"
 # What QEMU prints on stderr once its server socket listens (server=on,wait=on).
@@ -29,12 +29,8 @@ _PORT_RETRIES = 5  # a free port can be taken by someone else before QEMU binds 
 _DEBIAN_PACKAGE = {"qemu-system-i386": "qemu-system-x86", "qemu-system-x86_64": "qemu-system-x86",
                    "qemu-system-riscv32": "qemu-system-misc"}
 
-_live: "set[QemuMachine]" = set()
-_live_lock = threading.Lock()
-_sigterm_installed = False
 
-
-class QemuError(RuntimeError):
+class QemuError(EmulatorError):
     """QEMU is missing, failed to start, or did not stop in time; the message says which."""
 
 
@@ -52,37 +48,16 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
-def _stop_all() -> None:
-    with _live_lock:
-        machines = list(_live)
-    for machine in machines:
-        machine.stop()
-
-
-def _on_sigterm(signum, frame):
-    _stop_all()
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _install_cleanup() -> None:
-    global _sigterm_installed
-    if _sigterm_installed:
-        return
-    _sigterm_installed = True
-    atexit.register(_stop_all)
-    # Only take SIGTERM over when nobody else handles it (the default would skip atexit).
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _on_sigterm)
-
-
-class QemuMachine:
+class QemuMachine(EmulatorProcess):
     """One emulated board running ``kernel`` (an ELF), its UART on ``serial_url``.
 
     ``icount=True`` runs with ``-icount shift=0``: one instruction is one nanosecond of virtual
     time, so SysTick measures instructions deterministically. Semihosting is always enabled
     (firmware exits through SYS_EXIT_EXTENDED with its status).
     """
+
+    error = QemuError
+    label = "QEMU"
 
     def __init__(
         self,
@@ -93,17 +68,12 @@ class QemuMachine:
         extra_args: Sequence[str] = (),
         start_timeout_sec: float = 10.0,
     ):
+        super().__init__(start_timeout_sec)
         self.binary = QEMU  # subclasses for other architectures set e.g. qemu-system-i386
         self.machine = machine
         self.kernel = Path(kernel)
         self.icount = icount
         self.extra_args = list(extra_args)
-        self.start_timeout_sec = start_timeout_sec
-        self.port: Optional[int] = None
-        self.returncode: Optional[int] = None  # QEMU's exit status once stopped
-        self._final_output = b""
-        self._proc: Optional[subprocess.Popen] = None
-        self._log = None  # QEMU's stdout+stderr, in a temporary file (no pipe to keep drained)
 
     # --- life cycle -------------------------------------------------------------------------
     def argv(self, port: int) -> List[str]:
@@ -117,14 +87,12 @@ class QemuMachine:
     def start(self) -> str:
         """Start QEMU and wait until it listens; return ``serial_url``. The guest starts running
         when the first client connects."""
-        if self._proc is not None:
-            raise QemuError("this QEMU machine is already started")
+        self._check_not_started()
         if shutil.which(self.binary) is None:
             package = _DEBIAN_PACKAGE.get(self.binary, self.binary)
             raise QemuError(f"{self.binary} not found: install it (Debian: apt-get install {package})")
         if not self.kernel.is_file():
             raise QemuError(f"firmware image {self.kernel} does not exist: build the project first")
-        _install_cleanup()
         last_error = ""
         for _ in range(_PORT_RETRIES):
             port = free_local_port()
@@ -143,25 +111,10 @@ class QemuMachine:
         raise QemuError(f"QEMU ({self.machine}) failed to start: {last_error.strip() or 'no output'}")
 
     def _launch(self, port: int) -> None:
-        self._log = tempfile.TemporaryFile()
+        # PDEATHSIG fires when the *thread* that forked exits; only the main thread lives as long
+        # as the process, elsewhere the other safety nets must do.
         main_thread = threading.current_thread() is threading.main_thread()
-        try:
-            self._proc = subprocess.Popen(
-                self.argv(port),
-                stdin=subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # own process group: stop() takes everything it spawned
-                # PDEATHSIG fires when the *thread* that forked exits; only the main thread lives as
-                # long as the process, elsewhere the other safety nets must do.
-                preexec_fn=_die_with_parent if main_thread else None,
-            )
-        except OSError as err:
-            self._log.close()
-            self._log = None
-            raise QemuError(f"cannot start {self.binary}: {err}") from err
-        with _live_lock:
-            _live.add(self)
+        self._spawn(self.argv(port), preexec_fn=_die_with_parent if main_thread else None)
 
     def _wait_listening(self) -> bool:
         deadline = time.monotonic() + self.start_timeout_sec
@@ -176,12 +129,6 @@ class QemuMachine:
             f"{self.output().strip() or 'no output'}"
         )
 
-    def _read_log(self) -> bytes:
-        if self._log is None:
-            return self._final_output
-        self._log.seek(0)
-        return self._log.read()
-
     def output(self) -> str:
         """What QEMU printed (errors, semihosting console output)."""
         return self._read_log().decode("utf-8", "replace")
@@ -194,54 +141,6 @@ class QemuMachine:
             return self._proc.wait(timeout_sec)
         except subprocess.TimeoutExpired:
             raise QemuError(f"the firmware on QEMU ({self.machine}) did not exit within {timeout_sec} s") from None
-
-    def stop(self, grace_sec: float = 2.0) -> Optional[int]:
-        """Stop QEMU (idempotent); return its exit status, None if it never ran."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            if proc.poll() is None:
-                self._signal_group(proc, signal.SIGTERM)
-                try:
-                    proc.wait(grace_sec)
-                except subprocess.TimeoutExpired:
-                    self._signal_group(proc, signal.SIGKILL)
-                    proc.wait()
-            self.returncode = proc.returncode
-        with _live_lock:
-            _live.discard(self)
-        if self._log is not None:
-            self._final_output = self._read_log()
-            self._log.close()
-            self._log = None
-        return self.returncode
-
-    @staticmethod
-    def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> Optional[int]:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def serial_url(self) -> str:
-        if self.port is None:
-            raise QemuError("QEMU is not started")
-        return f"socket://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> "QemuMachine":
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def run_to_exit(machine: str, kernel: os.PathLike, timeout_sec: float = 60.0,

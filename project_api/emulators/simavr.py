@@ -5,13 +5,13 @@ The ``simavr`` command cannot feed the UART, so a small bridge written against l
 the host gcc and cached by the hash of its source. A ``SimavrMachine`` runs one firmware: the
 bridge listens on a free port and starts simulating only when the host connects to
 ``serial_url`` (pyserial ``socket://``), so no byte printed at boot is lost. It stops with
-``stop()`` / the ``with`` block, when the host hangs up, at interpreter exit, and (Linux) when the
-process that started it dies (the bridge asks the kernel for SIGTERM on parent death).
+``stop()`` / the ``with`` block, when the host hangs up, at interpreter exit, on SIGTERM, and
+(Linux) when the process that started it dies (the bridge asks the kernel for SIGTERM on parent
+death). The process life cycle is ``process.EmulatorProcess``'s, shared with QEMU.
 """
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import os
 import re
@@ -26,18 +26,17 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 from .. import resources
+from .process import EmulatorError, EmulatorProcess, signal_group
 
 BRIDGE_SOURCE_RELPATH = Path("simavr_bridge") / "uart_bridge.c"
 # Debian package names, for the error messages.
 INSTALL_HINT = "apt-get install --no-install-recommends gcc simavr libsimavr-dev"
 EXIT_CRASHED = 3  # the bridge's exit status when the firmware crashed
 
-_live: "set[SimavrMachine]" = set()
-_live_lock = threading.Lock()
 _build_lock = threading.Lock()
 
 
-class SimavrError(RuntimeError):
+class SimavrError(EmulatorError):
     """simavr or the bridge is missing, failed to start, or the firmware crashed; the message says which."""
 
 
@@ -82,42 +81,26 @@ def bridge_executable() -> Path:
     return target
 
 
-def _stop_all() -> None:
-    with _live_lock:
-        machines = list(_live)
-    for machine in machines:
-        machine.stop()
-
-
-atexit.register(_stop_all)
-
-
-class SimavrMachine:
+class SimavrMachine(EmulatorProcess):
     """One simulated AVR running ``firmware`` (an ELF), its UART0 on ``serial_url``."""
 
+    error = SimavrError
+    label = "simavr"
+
     def __init__(self, firmware: os.PathLike, mcu: str, frequency_hz: int, start_timeout_sec: float = 10.0):
+        super().__init__(start_timeout_sec)
         self.firmware = Path(firmware)
         self.mcu = mcu
         self.frequency_hz = int(frequency_hz)
-        self.start_timeout_sec = start_timeout_sec
-        self.port: Optional[int] = None
-        self.returncode: Optional[int] = None
         self.cycles: Optional[int] = None  # simulated cycles, known once stopped
-        self._proc: Optional[subprocess.Popen] = None
-        self._log = None  # the bridge's stderr: libsimavr notes, errors, "cycles N" at exit
-        self._final_log = ""
 
     def start(self) -> str:
-        if self._proc is not None:
-            raise SimavrError("this simavr machine is already started")
+        self._check_not_started()
         if not self.firmware.is_file():
             raise SimavrError(f"firmware {self.firmware} does not exist: build the project first")
         argv = [str(bridge_executable()), "-m", self.mcu, "-f", str(self.frequency_hz), str(self.firmware)]
-        self._log = tempfile.TemporaryFile()
-        self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._log,
-                                      start_new_session=True)
-        with _live_lock:
-            _live.add(self)
+        # The bridge prints "port N" on stdout once it listens; its stderr is the log.
+        self._spawn(argv, stdout=subprocess.PIPE)
         try:
             self.port = self._read_port()
         except BaseException:
@@ -138,61 +121,14 @@ class SimavrMachine:
 
     def log(self) -> str:
         """What the bridge and libsimavr printed (errors, "cycles N")."""
-        if self._log is None:
-            return self._final_log
-        self._log.seek(0)
-        return self._log.read().decode("utf-8", "replace")
+        return self._read_log().decode("utf-8", "replace")
 
     def stop(self, grace_sec: float = 2.0) -> Optional[int]:
         """Stop the simulator (idempotent); return the bridge's exit status, None if it never ran."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            if proc.poll() is None:
-                _signal_group(proc, signal.SIGTERM)
-                try:
-                    proc.wait(grace_sec)
-                except subprocess.TimeoutExpired:
-                    _signal_group(proc, signal.SIGKILL)
-                    proc.wait()
-            proc.stdout.close()
-            self.returncode = proc.returncode
-        with _live_lock:
-            _live.discard(self)
-        if self._log is not None:
-            self._final_log = self.log()
-            self._log.close()
-            self._log = None
-            match = re.search(r"^cycles (\d+)$", self._final_log, re.M)
-            self.cycles = int(match.group(1)) if match else None
-        return self.returncode
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> Optional[int]:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def serial_url(self) -> str:
-        if self.port is None:
-            raise SimavrError("simavr is not started")
-        return f"socket://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> "SimavrMachine":
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
+        returncode = super().stop(grace_sec)
+        match = re.search(r"^cycles (\d+)$", self.log(), re.M)
+        self.cycles = int(match.group(1)) if match else None
+        return returncode
 
 
 def run_cycles(firmware: os.PathLike, mcu: str, frequency_hz: int, cycles: int,
@@ -214,7 +150,7 @@ def run_cycles(firmware: os.PathLike, mcu: str, frequency_hz: int, cycles: int,
             raise SimavrError(f"simavr ({mcu}) did not simulate {cycles} cycles of {firmware} within {timeout_sec} s") from None
         finally:
             if proc.poll() is None:
-                _signal_group(proc, signal.SIGKILL)
+                signal_group(proc, signal.SIGKILL)
                 proc.wait()
         text = log.decode("utf-8", "replace")
         if proc.returncode == EXIT_CRASHED:

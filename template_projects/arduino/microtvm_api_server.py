@@ -310,21 +310,10 @@ def find_port(options, board) -> str:
 # ---- the handler ------------------------------------------------------------------------------
 
 
-class Handler(server.ProjectAPIHandler):
-    def __init__(self):
-        self._transport = None
-        self._simulator = None
-
+class Handler(server.TransportHandler):
     def server_info_query(self, tvm_version):
-        return server.ServerInfo(
-            platform_name=PLATFORM,
-            is_template=IS_TEMPLATE,
-            model_library_format_path=None if IS_TEMPLATE else PROJECT_DIR / project_gen.MLF_FILENAME,
-            project_options=PROJECT_OPTIONS,
-        )
-
-    def project_options(self):
-        return PROJECT_OPTIONS
+        mlf = None if IS_TEMPLATE else PROJECT_DIR / project_gen.MLF_FILENAME
+        return server.ServerInfo(PLATFORM, IS_TEMPLATE, mlf, PROJECT_OPTIONS)
 
     def generate_project(self, model_library_format_path, standalone_crt_dir, project_dir, options):
         if not IS_TEMPLATE:
@@ -415,48 +404,21 @@ class Handler(server.ProjectAPIHandler):
     def open_transport(self, options):
         options, board = self._project("open_transport", options)
         self.close_transport()
+        simulator = None
         if board.is_emulated:
             image = PROJECT_DIR / SIMAVR_FLASH_IMAGE
             if not image.is_file():
                 raise server.ServerError(f"board {board.name} has not been flashed; run tvmc micro flash first")
-            self._simulator = simavr.SimavrMachine(image, board.emulator["mcu"],
-                                                   int(board.extra.get("core_clock_hz", 16000000)))
-            try:
-                port = self._simulator.start()
-            except simavr.SimavrError as err:
-                self.close_transport()
-                raise server.ServerError(str(err)) from err
+            simulator = simavr.SimavrMachine(image, board.emulator["mcu"],
+                                             int(board.extra.get("core_clock_hz", 16000000)))
         else:
             port = find_port(options, board)
-        transport = SerialTransport(port, BAUD_RATE, timeouts=TIMEOUTS)
-        try:
-            transport.open()
-        except BaseException:
-            self.close_transport()
-            raise
-        self._transport = transport
-        return TIMEOUTS
 
-    def close_transport(self):
-        transport, self._transport = self._transport, None
-        simulator, self._simulator = self._simulator, None
-        try:
-            if transport is not None:
-                transport.close()
-        finally:
-            if simulator is not None:
-                simulator.stop()
+        def connect():  # the simulator's socket exists only once attach_transport started it
+            return SerialTransport(simulator.serial_url if simulator is not None else port, BAUD_RATE,
+                                   timeouts=TIMEOUTS)
 
-    def _require_transport(self):
-        if self._transport is None:
-            raise server.TransportClosedError("the transport is not open (call open_transport first)")
-        return self._transport
-
-    def read_transport(self, n, timeout_sec):
-        return self._require_transport().read(n, timeout_sec)
-
-    def write_transport(self, data, timeout_sec):
-        self._require_transport().write(data, timeout_sec)
+        return self.attach_transport(connect, simulator)
 
 
 if __name__ == "__main__":

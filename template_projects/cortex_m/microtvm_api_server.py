@@ -209,21 +209,10 @@ def _fit_error(board_name: str, make_output: str) -> Optional[str]:
             + ". Pick a board with more memory, a smaller model, or a smaller stack_size_bytes")
 
 
-class Handler(server.ProjectAPIHandler):
-    def __init__(self):
-        self._qemu: Optional[QemuMachine] = None
-        self._transport: Optional[SerialTransport] = None
-
+class Handler(server.TransportHandler):
     def server_info_query(self, tvm_version):
-        return server.ServerInfo(
-            platform_name=PLATFORM,
-            is_template=IS_TEMPLATE,
-            model_library_format_path=None if IS_TEMPLATE else PROJECT_DIR / project_gen.MLF_FILENAME,
-            project_options=PROJECT_OPTIONS,
-        )
-
-    def project_options(self):
-        return PROJECT_OPTIONS
+        mlf = None if IS_TEMPLATE else PROJECT_DIR / project_gen.MLF_FILENAME
+        return server.ServerInfo(PLATFORM, IS_TEMPLATE, mlf, PROJECT_OPTIONS)
 
     def generate_project(self, model_library_format_path, standalone_crt_dir, project_dir, options):
         board = boards.get_board(options["board"], PLATFORM)
@@ -291,51 +280,12 @@ class Handler(server.ProjectAPIHandler):
                 "this is a standalone project: it runs without a host session; start it with `make run` "
                 "in the project (it prints its outputs and exits)")
         firmware = self._firmware()
-        self.close_transport()
         qemu = QemuMachine(config["QEMU_MACHINE"], firmware)
-        try:
-            qemu.start()
-            transport = SerialTransport(qemu.serial_url, timeouts=TIMEOUTS)
-            transport.open()
-        except QemuError as err:
-            qemu.stop()
-            raise server.ServerError(str(err)) from err
-        except BaseException:
-            qemu.stop()
-            raise
-        self._qemu, self._transport = qemu, transport
-        return transport.timeouts
+        return self.attach_transport(lambda: SerialTransport(qemu.serial_url, timeouts=TIMEOUTS), qemu)
 
-    def close_transport(self):
-        transport, self._transport = self._transport, None
-        qemu, self._qemu = self._qemu, None
-        try:
-            if transport is not None:
-                transport.close()
-        finally:
-            if qemu is not None:
-                qemu.stop()
-
-    def _require_transport(self):
-        if self._transport is None:
-            raise server.TransportClosedError("the transport is not open (call open_transport first)")
-        return self._transport
-
-    def read_transport(self, n, timeout_sec):
-        try:
-            return self._require_transport().read(n, timeout_sec)
-        except server.TransportClosedError:
-            raise self._closed_error() from None
-
-    def write_transport(self, data, timeout_sec):
-        try:
-            self._require_transport().write(data, timeout_sec)
-        except server.TransportClosedError:
-            raise self._closed_error() from None
-
-    def _closed_error(self):
+    def transport_closed_error(self, err):
         """The link went away: say why when QEMU exited (exit status 2 = a fault in the firmware)."""
-        qemu = self._qemu
+        qemu = self.device
         if qemu is not None:
             try:
                 status = qemu.wait(2.0)  # the socket closes a moment before the process ends
@@ -345,6 +295,7 @@ class Handler(server.ProjectAPIHandler):
                 reason = {2: " (the firmware faulted: a bad memory access or stack overflow)"}.get(status, "")
                 return server.TransportClosedError(f"QEMU exited with status {status}{reason}")
         return server.TransportClosedError("the UART link to QEMU closed")
+
 
 if __name__ == "__main__":
     server.main(Handler())

@@ -31,20 +31,10 @@ PROJECT_OPTIONS = server.default_project_options(
 )
 
 
-class Handler(server.ProjectAPIHandler):
-    def __init__(self):
-        self._transport = None
-
+class Handler(server.TransportHandler):
     def server_info_query(self, tvm_version):
-        return server.ServerInfo(
-            platform_name=PLATFORM,
-            is_template=IS_TEMPLATE,
-            model_library_format_path=None if IS_TEMPLATE else PROJECT_DIR / project_gen.MLF_FILENAME,
-            project_options=PROJECT_OPTIONS,
-        )
-
-    def project_options(self):
-        return PROJECT_OPTIONS
+        mlf = None if IS_TEMPLATE else PROJECT_DIR / project_gen.MLF_FILENAME
+        return server.ServerInfo(PLATFORM, IS_TEMPLATE, mlf, PROJECT_OPTIONS)
 
     def generate_project(self, model_library_format_path, standalone_crt_dir, project_dir, options):
         board = boards.get_board(options["board"], PLATFORM)
@@ -86,27 +76,8 @@ class Handler(server.ProjectAPIHandler):
         executable = PROJECT_DIR / EXECUTABLE
         if not executable.is_file():
             raise server.ServerError(f"{executable} does not exist; build the project first")
-        self.close_transport()
-        transport = SubprocessTransport([str(executable)], cwd=str(PROJECT_DIR), timeouts=TIMEOUTS)
-        transport.open()
-        self._transport = transport
-        return transport.timeouts
-
-    def close_transport(self):
-        transport, self._transport = self._transport, None
-        if transport is not None:
-            transport.close()
-
-    def _require_transport(self):
-        if self._transport is None:
-            raise server.TransportClosedError("the transport is not open (call open_transport first)")
-        return self._transport
-
-    def read_transport(self, n, timeout_sec):
-        return self._require_transport().read(n, timeout_sec)
-
-    def write_transport(self, data, timeout_sec):
-        self._require_transport().write(data, timeout_sec)
+        return self.attach_transport(
+            lambda: SubprocessTransport([str(executable)], cwd=str(PROJECT_DIR), timeouts=TIMEOUTS))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import subprocess
 import sys
 
 from project_api import boards, project_gen, server
-from project_api.emulators.qemu import QemuError
 from project_api.rpc.transport import SerialTransport
 
 PROJECT_DIR = pathlib.Path(__file__).resolve().parent
@@ -88,21 +87,10 @@ def _run(argv, env, verbose: bool, what: str) -> None:
         raise server.ServerError(zephyr_west.explain_failure(what, result.returncode, result.stdout))
 
 
-class Handler(server.ProjectAPIHandler):
-    def __init__(self):
-        self._qemu = None
-        self._transport = None
-
+class Handler(server.TransportHandler):
     def server_info_query(self, tvm_version):
-        return server.ServerInfo(
-            platform_name=PLATFORM,
-            is_template=IS_TEMPLATE,
-            model_library_format_path=None if IS_TEMPLATE else PROJECT_DIR / project_gen.MLF_FILENAME,
-            project_options=PROJECT_OPTIONS,
-        )
-
-    def project_options(self):
-        return PROJECT_OPTIONS
+        mlf = None if IS_TEMPLATE else PROJECT_DIR / project_gen.MLF_FILENAME
+        return server.ServerInfo(PLATFORM, IS_TEMPLATE, mlf, PROJECT_OPTIONS)
 
     # ---- generate ---------------------------------------------------------------------------
 
@@ -204,18 +192,7 @@ class Handler(server.ProjectAPIHandler):
             package = {"qemu-system-i386": "qemu-system-x86", "qemu-system-riscv32": "qemu-system-misc"}.get(
                 qemu.binary, "qemu-system-arm")
             raise server.ServerError(f"{qemu.binary} not found: apt-get install --no-install-recommends {package}")
-        try:
-            qemu.start()
-            transport = SerialTransport(qemu.serial_url, timeouts=TIMEOUTS)
-            transport.open()
-        except QemuError as err:
-            qemu.stop()
-            raise server.ServerError(str(err)) from err
-        except BaseException:
-            qemu.stop()
-            raise
-        self._qemu, self._transport = qemu, transport
-        return transport.timeouts
+        return self.attach_transport(lambda: SerialTransport(qemu.serial_url, timeouts=TIMEOUTS), qemu)
 
     def _open_serial(self, board, serial_number):
         from serial.tools import list_ports
@@ -225,34 +202,8 @@ class Handler(server.ProjectAPIHandler):
             raise server.ServerError(f"{dts} does not exist; build the project first (tvmc micro build)")
         baud = zephyr_device.console_baud_rate(dts.read_text(encoding="utf-8", errors="replace"))
         port = zephyr_device.find_serial_port(board, serial_number, list_ports.comports())
-        transport = SerialTransport(port, baud, timeouts=TIMEOUTS)
-        try:
-            transport.open()
-        except server.TransportClosedError as err:
-            raise server.ServerError(str(err)) from err
-        self._transport = transport
-        return transport.timeouts
-
-    def close_transport(self):
-        transport, self._transport = self._transport, None
-        qemu, self._qemu = self._qemu, None
-        try:
-            if transport is not None:
-                transport.close()
-        finally:
-            if qemu is not None:
-                qemu.stop()
-
-    def _require_transport(self):
-        if self._transport is None:
-            raise server.TransportClosedError("the transport is not open (call open_transport first)")
-        return self._transport
-
-    def read_transport(self, n, timeout_sec):
-        return self._require_transport().read(n, timeout_sec)
-
-    def write_transport(self, data, timeout_sec):
-        self._require_transport().write(data, timeout_sec)
+        return self.attach_transport(lambda: SerialTransport(port, baud, timeouts=TIMEOUTS),
+                                     user_errors=(server.TransportClosedError,))
 
 
 if __name__ == "__main__":
