@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import pathlib
 import shutil
@@ -245,7 +246,7 @@ def model_glue_source(model: ModelInfo) -> str:
     mod = model.c_name
     input_lines, inputs = _tensor_table("input", model.inputs)
     output_lines, outputs = _tensor_table("output", model.outputs)
-    run = [f"static int32_t run_model(void) {{",
+    run = ["static int32_t run_model(void) {",
            f"  struct tvmgen_{mod}_inputs inputs_struct;",
            f"  struct tvmgen_{mod}_outputs outputs_struct;"]
     for kind, tensors in (("inputs", model.inputs), ("outputs", model.outputs)):
@@ -283,14 +284,29 @@ def write_model_glue(model: ModelInfo, path: pathlib.Path) -> pathlib.Path:
 # ---- all of it --------------------------------------------------------------------------------
 
 
-def generate_common(template_dir: pathlib.Path, mlf_path: pathlib.Path, project_dir: pathlib.Path,
-                    options: dict, board: Board) -> ModelInfo:
-    """The steps every template's generate_project shares; returns the model info. On failure the
-    half-made project directory is removed so a retry starts clean."""
+@contextlib.contextmanager
+def project_dir_removed_on_failure(project_dir: pathlib.Path):
+    """Prepare ``project_dir`` for generation; if the body fails, remove what it made (the whole
+    directory, or its contents when it existed and was empty) so a retry starts clean."""
     project_dir = pathlib.Path(project_dir)
     existed = project_dir.exists()
     prepare_project_dir(project_dir)
     try:
+        yield project_dir
+    except BaseException:
+        if existed:
+            for child in project_dir.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        else:
+            shutil.rmtree(project_dir, ignore_errors=True)
+        raise
+
+
+def generate_common(template_dir: pathlib.Path, mlf_path: pathlib.Path, project_dir: pathlib.Path,
+                    options: dict, board: Board) -> ModelInfo:
+    """The steps every template's generate_project shares; returns the model info. On failure the
+    half-made project directory is removed so a retry starts clean."""
+    with project_dir_removed_on_failure(project_dir) as project_dir:
         model = read_mlf(mlf_path)
         check_model_fits(model, board)
         copy_template(template_dir, project_dir)
@@ -300,13 +316,6 @@ def generate_common(template_dir: pathlib.Path, mlf_path: pathlib.Path, project_
         extract_extra_files(options.get("extra_files_tar"), project_dir)
         write_project_yaml(project_dir, options, model)
         return model
-    except BaseException:
-        if existed:
-            for child in project_dir.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
-        else:
-            shutil.rmtree(project_dir, ignore_errors=True)
-        raise
 
 
 def compile_definitions(value: Optional[str]) -> List[str]:

@@ -9,7 +9,7 @@ import pytest
 
 from lowered_samples import float_mlp, int8_dense
 from project_api.compiler.errors import CompileError
-from project_api.compiler.ir import CONSTANT, INPUT, OUTPUT, KernelCall, LoweredModel, Tensor
+from project_api.compiler.ir import INPUT, OUTPUT, KernelCall, LoweredModel, Tensor
 from project_api.compiler.runtime_gen import c_literals, generate_runtime
 
 STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror"]

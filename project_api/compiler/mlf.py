@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Union
 import numpy as np
 
 from ..naming import c_identifier
-from .ir import CONSTANT, INPUT, INTERMEDIATE, OUTPUT, WORKSPACE, LoweredModel
+from .ir import CONSTANT, WORKSPACE, LoweredModel
 from .planner import Plan, plan_model
 from .runtime_gen import GENERATOR_VERSION, GeneratedRuntime, generate_runtime
 

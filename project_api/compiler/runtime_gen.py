@@ -203,7 +203,7 @@ def generate_header(model: LoweredModel, plan: Plan) -> str:
         tensor = model.tensors[name]
         lines.append(f"/* {_comment(name)}: {tensor.dtype}{list(tensor.shape)} */")
         lines.append(f"#define {size_macro(c, name)} {tensor.nbytes}")
-    lines.append(f"/* the static arena inside the generated runtime */")
+    lines.append("/* the static arena inside the generated runtime */")
     lines.append(f"#define {workspace_macro(c)} {plan.arena_size}")
     lines.append("")
     for struct, names in (("inputs", model.inputs), ("outputs", model.outputs)):

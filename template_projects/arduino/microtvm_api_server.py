@@ -323,18 +323,8 @@ class Handler(server.TransportHandler):
         if options["build_tool"] == "arduino-builder" and not is_avr(board):
             raise server.ServerError(f"build_tool=arduino-builder builds AVR boards only; board {board.name} "
                                      f"({board.cpu}) needs arduino-cli")
-        project_dir = pathlib.Path(project_dir)
-        existed = project_dir.exists()
-        project_gen.prepare_project_dir(project_dir)
-        try:
+        with project_gen.project_dir_removed_on_failure(project_dir) as project_dir:
             generate_sketch(PROJECT_DIR, model_library_format_path, project_dir, options, board)
-        except BaseException:
-            if existed:
-                for child in project_dir.iterdir():
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
-            else:
-                shutil.rmtree(project_dir, ignore_errors=True)
-            raise
 
     def _project(self, method, options):
         """The options merged with project.yaml, and the board, for a generated project."""
