@@ -13,13 +13,17 @@ standalone standalone_runs=11`) run under QEMU with -icount shift=0, where one i
 nanosecond and SysTick (25 MHz) ticks every 40 instructions: instructions per inference are
 (ticks of 11 runs - ticks of 1 run) x 40 / 10, exact to +-8 instructions.
 Target: ours at or below tflite-micro + CMSIS-NN on every model.
+--per-kernel also prints, per board, each kernel call's instructions: the image with that one call
+made twice, minus the image as generated (every call writes only its output, so a repeated call
+does the same work again).
 
-    python bench/speed.py [--boards mps2_an386,mps2_an385] [--no-naive] [MODEL_STEM ...]
+    python bench/speed.py [--boards mps2_an386,mps2_an385] [--no-naive] [--per-kernel] [MODEL_STEM ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import subprocess
 import sys
 import tempfile
@@ -93,11 +97,19 @@ def instructions_per_inference(lowered, board_name: str, work: Path) -> int:
     return round((ticks[RUNS] - ticks[1]) * INSTRUCTIONS_PER_TICK / (RUNS - 1))
 
 
+def print_per_kernel(lowered, total: int, board_name: str, work: Path) -> None:
+    for index, call in enumerate(lowered.calls):
+        repeated = dataclasses.replace(lowered, calls=lowered.calls[:index + 1] + lowered.calls[index:])
+        cost = instructions_per_inference(repeated, board_name, work / f"call{index}") - total
+        print(f"    {call.func_name:<44} {cost:>12,}", flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", default=list(TFLM_QUOTED))
     parser.add_argument("--boards", default="mps2_an386,mps2_an385")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive TVM lowering (slow on IC)")
+    parser.add_argument("--per-kernel", action="store_true", help="also print each kernel call's instructions")
     args = parser.parse_args(argv)
 
     from project_api import boards
@@ -115,8 +127,8 @@ def main(argv=None) -> int:
             reference, cmsis = TFLM_QUOTED.get(stem, (0, 0))
             for board_name in board_names:
                 cpu = boards.get_board(board_name, "cortex_m").cpu
-                ours = instructions_per_inference(lower_model(path, mcpu=cpu), board_name,
-                                                  Path(tmp) / stem / board_name)
+                lowered = lower_model(path, mcpu=cpu)
+                ours = instructions_per_inference(lowered, board_name, Path(tmp) / stem / board_name)
                 naive = "-"
                 if not args.no_naive and board_name == "mps2_an386":
                     naive_model = lower_model(path, mcpu=cpu, integer_kernels=False)
@@ -124,6 +136,8 @@ def main(argv=None) -> int:
                 ratio = f"{ours / cmsis:.2f}" if cmsis and board_name == "mps2_an386" else "-"
                 print(f"{stem:<48} {board_name:<11} {macs:>11,} {ours:>12,} {ours / max(macs, 1):>6.2f} "
                       f"{naive:>12} {reference:>12,} {cmsis:>12,} {ratio:>10}", flush=True)
+                if args.per_kernel:
+                    print_per_kernel(lowered, ours, board_name, Path(tmp) / stem / f"{board_name}-calls")
     print("* quoted from issue 8 (QEMU mps2-an386, tflite-micro built with arm-none-eabi-gcc); not rebuilt here")
     return 0
 

@@ -65,3 +65,43 @@ def test_c_requantize_equals_the_emulation(tmp_path):
         value = fixed_point.multiply_by_quantized_multiplier(int(a), int(m), int(s))
         want += [value, value] if s < 0 else [value]  # mtp_requantize, then mtp_requantize_right
     assert got == want
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+def test_c_requantize_floor_clamps_like_the_emulation(tmp_path):
+    """mtp_requantize_floor skips the negative-value correction: after mtp_clamp with an activation
+    minimum at or above the output zero point it must equal the emulation, clamped."""
+    from project_api.compiler.qnn_kernels import Requant
+
+    rng = np.random.default_rng(5)
+    count = 4000
+    accs = np.concatenate([rng.integers(-2**31, 2**31, count // 2), rng.integers(-70000, 70000, count // 2 - 6),
+                           [0, 1, -1, 2**31 - 1, -2**31 + 1, -2**31]])
+    multipliers = rng.integers(1 << 30, 1 << 31, count)
+    shifts = rng.integers(-12, 0, count)  # right shifts only
+    zero_points = rng.integers(-128, 128, count)
+    zero_points[:count // 2] = -128  # the common case: ReLU output with zero point -128
+    act_mins = [int(rng.integers(zp, 128)) if i % 3 else int(zp) for i, zp in enumerate(zero_points)]
+    act_maxs = [127 if i % 4 else int(rng.integers(lo, 128)) for i, lo in enumerate(act_mins)]
+    cases = []
+    want = []
+    for a, m, s, zp, lo, hi in zip(accs, multipliers, shifts, zero_points, act_mins, act_maxs):
+        requant = Requant([int(m)], [int(s)], int(zp), lo, hi)
+        assert requant.negatives_clamp
+        cases.append(f"{{{a}, {m}, {requant.floor_rounding(0)}, {-s - 1}, {zp}, {lo}, {hi}}}")
+        value = fixed_point.multiply_by_quantized_multiplier(int(a), int(m), int(s)) + int(zp)
+        want.append(min(max(value, lo), hi))
+    program = (f"#include <stdint.h>\n#include <stdio.h>\n{FIXED_POINT_C}\n"
+               f"static const int64_t cases[][7] = {{{','.join(cases)}}};\n"
+               "int main(void) {\n"
+               "  for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) {\n"
+               "    const int64_t* c = cases[i];\n"
+               "    int32_t y = mtp_requantize_floor((int32_t)c[0], (int32_t)c[1], c[2], (int32_t)c[3]);\n"
+               "    printf(\"%ld\\n\", (long)mtp_clamp(y + (int32_t)c[4], (int32_t)c[5], (int32_t)c[6]));\n"
+               "  }\n  return 0;\n}\n")
+    (tmp_path / "t.c").write_text(program)
+    subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", str(tmp_path / "t.c"), "-o",
+                    str(tmp_path / "t")], check=True, capture_output=True)
+    got = [int(line) for line in subprocess.run([str(tmp_path / "t")], capture_output=True, text=True,
+                                                check=True).stdout.split()]
+    assert got == want

@@ -175,6 +175,9 @@ def _conv(graph: _Graph, op, depthwise: bool) -> KernelSpec:
         if depthwise:
             func, req = K.depthwise_conv2d_windows(data.shape, weight.shape, output.shape, strides, padding,
                                                    multiplier, data.zero_point, requant)
+        elif K.gathers_windows(data.shape, weight_data.shape, padding):
+            func, req = K.conv2d_gathered(data.shape, weight_data.shape, output.shape, strides, padding,
+                                          data.zero_point, requant)
         else:
             func, req = K.conv2d_windows(data.shape, weight_data.shape, output.shape, strides, padding,
                                          data.zero_point, requant)

@@ -35,6 +35,9 @@ def _i32(value: int):
 FIXED_POINT_C = """\
 /* TFLite / gemmlowp fixed-point arithmetic, as tflite-micro's reference kernels do it. Forced
  * inline: at -Os gcc would call them once per output. */
+#if defined(__ARM_FEATURE_SAT) && __ARM_FEATURE_SAT
+#include <arm_acle.h>
+#endif
 #if defined(__GNUC__)
 #define MTP_INLINE inline __attribute__((always_inline))
 #else
@@ -67,6 +70,24 @@ static MTP_INLINE int32_t mtp_requantize_right(int32_t acc, int32_t multiplier, 
   const int32_t half = (int32_t)(1U << (right_shift - 1)) - (acc < negative_below ? 1 : 0);
   const int64_t sum = (int64_t)acc * multiplier + ((int64_t)half << 31) + (1LL << 30);
   return (int32_t)(sum >> 32) >> (right_shift - 1);
+}
+static MTP_INLINE int32_t mtp_requantize_floor(int32_t acc, int32_t multiplier, int64_t rounding,
+                                                int32_t shift_minus_one) {
+  /* mtp_requantize_right without the correction for negative values (rounding = 2^30 + 2^(30 + e),
+   * shift_minus_one = e - 1): floor((acc * multiplier + rounding) / 2^(31 + e)). It differs from
+   * it only where SRDHM's result is negative, where both are <= 0; a kernel uses it only when its
+   * activation minimum is at or above the output zero point, so such outputs clamp to that
+   * minimum either way. One SMLAL and one shift. */
+  return (int32_t)(((int64_t)acc * multiplier + rounding) >> 32) >> shift_minus_one;
+}
+static MTP_INLINE int32_t mtp_clamp(int32_t x, int32_t low, int32_t high) {
+  /* The activation clamp; the full int8 range is one SSAT where the core has it. */
+#if defined(__ARM_FEATURE_SAT) && __ARM_FEATURE_SAT
+  if (low == -128 && high == 127) {
+    return __ssat(x, 8);
+  }
+#endif
+  return x < low ? low : (x > high ? high : x);
 }
 static MTP_INLINE int32_t mtp_saturating_shift_left(int32_t x, int32_t exponent) {
   int32_t threshold = (int32_t)((1U << (31 - exponent)) - 1U);
@@ -331,6 +352,40 @@ MTP_HOT static inline void mtp_depthwise_pixel_s8(const int8_t* a, const int8_t*
     mtp_depthwise4_s8(a + c, b + c, rows, cols, a_row_stride, b_row_stride, channels, a_offset, acc + c);
   }
 }
+/* One convolution window copied to a contiguous buffer (kernel_h rows of kernel_w * channels
+ * bytes, the weights' order), taps outside the input filled with the input zero point so that
+ * they contribute 0 like tflite-micro's skipped taps. Byte loops, not memcpy/memset calls: the
+ * runs are a few bytes (first layers over one input channel). */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("O2", "no-tree-loop-distribute-patterns")))
+#endif
+static inline void mtp_gather_window_s8(const int8_t* input, int32_t height, int32_t width, int32_t channels,
+                                        int32_t y0, int32_t x0, int32_t kernel_h, int32_t kernel_w,
+                                        int32_t zero_point, int8_t* window) {
+  const int32_t run = kernel_w * channels;
+  const int32_t first = (x0 < 0 ? -x0 : 0) * channels;
+  int32_t end = (x0 + kernel_w > width ? width - x0 : kernel_w) * channels;
+  const int8_t fill = (int8_t)zero_point;
+  if (end < first) {
+    end = first;
+  }
+  for (int32_t ky = 0; ky < kernel_h; ++ky, window += run) {
+    const int32_t iy = y0 + ky;
+    int32_t i = 0;
+    if (iy >= 0 && iy < height) {
+      const int8_t* row = input + ((iy * width) + x0) * channels;
+      for (; i < first; ++i) {
+        window[i] = fill;
+      }
+      for (; i < end; ++i) {
+        window[i] = row[i];
+      }
+    }
+    for (; i < run; ++i) {
+      window[i] = fill;
+    }
+  }
+}
 /* A clipped depthwise window: rows x cols taps, each a strided step in a and in b. */
 MTP_HOT static inline int32_t mtp_depthwise_window_s8(const int8_t* restrict a, const int8_t* restrict b, int32_t rows,
                                               int32_t cols, int32_t a_row_stride, int32_t a_col_stride,
@@ -432,12 +487,26 @@ class Requant:
     def negative_below(self, index: int) -> int:
         return negative_below(self.multipliers[index])
 
+    @property
+    def negatives_clamp(self) -> bool:
+        """Every negative requantized value clamps to act_min (act_min at or above the output zero
+        point, as after a ReLU), so the one-step ``mtp_requantize_floor`` serves (right shifts)."""
+        return self.right_shifts_only and self.act_min >= self.output_zero_point
+
+    def floor_rounding(self, index: int) -> int:
+        """``mtp_requantize_floor``'s rounding: 2^30 + 2^(30 + e), e the right shift."""
+        return (1 << 30) + (1 << (30 - self.shifts[index]))
+
     def script_arrays(self):
-        """Names and int32 values of the per-channel constant arrays of the TVMScript kernels."""
+        """Names and values (int32, int64) of the per-channel constant arrays of the TVMScript kernels."""
         import numpy as np
 
         if not self.per_channel:
             return []
+        if self.negatives_clamp:
+            return [("multiplier", np.array(self.multipliers, np.int32)),
+                    ("rounding", np.array([self.floor_rounding(i) for i in range(len(self.shifts))], np.int64)),
+                    ("shift_minus_one", np.array([-s - 1 for s in self.shifts], np.int32))]
         if self.right_shifts_only:
             return [("multiplier", np.array(self.multipliers, np.int32)),
                     ("right_shift", np.array([-s for s in self.shifts], np.int32)),
@@ -674,7 +743,13 @@ def reshape_copy(count: int):
 
 
 def _requant_expr(acc: str, requant: Requant, channel: str) -> str:
-    if requant.per_channel and requant.right_shifts_only:
+    if requant.per_channel and requant.negatives_clamp:
+        call = (f'T.call_extern("int32", "mtp_requantize_floor", {acc}, multiplier[{channel}], '
+                f'rounding[{channel}], shift_minus_one[{channel}])')
+    elif requant.negatives_clamp:
+        call = (f'T.call_extern("int32", "mtp_requantize_floor", {acc}, {requant.multipliers[0]}, '
+                f'T.int64({requant.floor_rounding(0)}), {-requant.shifts[0] - 1})')
+    elif requant.per_channel and requant.right_shifts_only:
         call = (f'T.call_extern("int32", "mtp_requantize_right", {acc}, multiplier[{channel}], '
                 f'right_shift[{channel}], negative_below[{channel}])')
     elif requant.per_channel:
@@ -687,12 +762,12 @@ def _requant_expr(acc: str, requant: Requant, channel: str) -> str:
         shift = requant.shifts[0]
         call = (f'T.call_extern("int32", "mtp_requantize", {acc}, {requant.multipliers[0]}, {max(shift, 0)}, '
                 f'{max(-shift, 0)})')
-    return (f'T.Cast("int8", T.max(T.min({call} + {requant.output_zero_point}, {requant.act_max}), '
-            f'{requant.act_min}))')
+    return (f'T.Cast("int8", T.call_extern("int32", "mtp_clamp", {call} + {requant.output_zero_point}, '
+            f'{requant.act_min}, {requant.act_max}))')
 
 
 def _requant_params(requant: Requant, channels: int) -> str:
-    return "".join(f', {name}: T.Buffer(({channels},), "int32")' for name, _ in requant.script_arrays())
+    return "".join(f', {name}: T.Buffer(({channels},), "{values.dtype}")' for name, values in requant.script_arrays())
 
 
 def _requant_values(requant: Requant):
@@ -712,6 +787,88 @@ def _clip(origin: str, extent: int, size: int) -> Tuple[str, str]:
     return first, count
 
 
+def gathers_windows(input_shape, weight_shape, padding) -> bool:
+    """Short window rows (one or two SIMD words, as in first layers over one input channel) cost
+    more in per-row overhead than in products: such convolutions copy each window to a contiguous
+    buffer first (``conv2d_gathered``). The window must be a whole number of words."""
+    channels = int(input_shape[3])
+    _, kernel_h, kernel_w, _ = (int(d) for d in weight_shape)
+    size = kernel_h * kernel_w * channels
+    return kernel_w * channels < 8 and kernel_h > 1 and size % 4 == 0 and size <= 256
+
+
+def conv2d_gathered(input_shape, weight_shape, output_shape, strides, padding, input_zero_point: int,
+                    requant: Requant):
+    """CONV_2D (dilation 1) over gathered windows: output pixels in pairs along the whole image
+    (row-major), both windows copied by ``mtp_gather_window_s8`` to a stack buffer, then two
+    pixels x two channels per ``mtp_dot2x2_s8`` call over the contiguous windows (one pixel:
+    ``mtp_dot2_s8``; an odd last channel: ``mtp_dot_s8``). Raw bias, the input offset applied in
+    the micro-kernels (gathered padding holds the zero point, so it contributes 0)."""
+    _, height, width, channels = (int(d) for d in input_shape)
+    out_channels, kernel_h, kernel_w, _ = (int(d) for d in weight_shape)
+    _, out_h, out_w, _ = (int(d) for d in output_shape)
+    (stride_h, stride_w), (pad_top, pad_left) = strides, padding
+    size = kernel_h * kernel_w * channels
+    pixels = out_h * out_w
+    offset = -input_zero_point
+    last = out_channels - 1
+
+    def gather(pixel: str, slot: int) -> str:
+        y0 = f"T.floordiv({pixel}, {out_w}) * {stride_h} - {pad_top}"
+        x0 = f"T.floormod({pixel}, {out_w}) * {stride_w} - {pad_left}"
+        return (f'T.evaluate(T.call_extern("int32", "mtp_gather_window_s8", T.address_of(input[0]), {height}, '
+                f'{width}, {channels}, {y0}, {x0}, {kernel_h}, {kernel_w}, {input_zero_point}, '
+                f'T.address_of(windows[{slot * size}])))')
+
+    def out(pixel: str, channel: str) -> str:
+        return f"output[({pixel}) * {out_channels} + {channel}]"
+
+    def single(slot: int) -> str:
+        return (f'T.call_extern("int32", "mtp_dot_s8", T.address_of(windows[{slot * size}]), '
+                f'T.address_of(weight[{last * size}]), {size}, {offset}, bias[{last}])')
+
+    body = []
+    if pixels >= 2:
+        body += [f"for pp in range({pixels // 2}):", "    " + gather("pp * 2", 0), "    " + gather("pp * 2 + 1", 1)]
+        if out_channels >= 2:
+            body += [f"    for pair in range({out_channels // 2}):",
+                     "        acc[0] = bias[c]", "        acc[1] = bias[c + 1]",
+                     "        acc[2] = bias[c]", "        acc[3] = bias[c + 1]",
+                     f'        T.evaluate(T.call_extern("int32", "mtp_dot2x2_s8", T.address_of(windows[0]), {size}, '
+                     f'T.address_of(weight[c * {size}]), {size}, {size}, {offset}, T.address_of(acc[0])))']
+            for index, (dp, dc) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+                body.append(f"        {out(f'pp * 2 + {dp}', f'c + {dc}')} = "
+                            f"{_requant_expr(f'acc[{index}]', requant, f'c + {dc}')}")
+        if out_channels % 2:
+            body += [f"    {out(f'pp * 2 + {slot}', str(last))} = {_requant_expr(single(slot), requant, str(last))}"
+                     for slot in (0, 1)]
+    if pixels % 2:
+        pixel = str(pixels - 1)
+        body.append(gather(pixel, 0))
+        if out_channels >= 2:
+            body += [f"for pair in range({out_channels // 2}):",
+                     "    acc[0] = bias[c]", "    acc[1] = bias[c + 1]",
+                     f'    T.evaluate(T.call_extern("int32", "mtp_dot2_s8", T.address_of(windows[0]), '
+                     f'T.address_of(weight[c * {size}]), {size}, {size}, {offset}, T.address_of(acc[0])))',
+                     f"    {out(pixel, 'c')} = {_requant_expr('acc[0]', requant, 'c')}",
+                     f"    {out(pixel, 'c + 1')} = {_requant_expr('acc[1]', requant, 'c + 1')}"]
+        if out_channels % 2:
+            body.append(f"{out(pixel, str(last))} = {_requant_expr(single(0), requant, str(last))}")
+    body = [re.sub(r"\bc\b", "(pair * 2)", line) for line in body]
+    source = "\n".join(
+        ["@T.prim_func",
+         f'def conv2d(input: T.Buffer(({height * width * channels},), "int8"), '
+         f'weight: T.Buffer(({out_channels * size},), "int8"),',
+         f'           bias: T.Buffer(({out_channels},), "int32"){_requant_params(requant, out_channels)},',
+         f'           output: T.Buffer(({pixels * out_channels},), "int8")):',
+         '    acc = T.alloc_buffer((4,), "int32")',
+         f'    windows = T.alloc_buffer(({2 * size},), "int8")',
+         # TVM sizes a local buffer by the elements its TIR touches, and the micro-kernels'
+         # pointers name only each window's first byte: one store to the last gives the extent.
+         f'    windows[{2 * size - 1}] = T.int8({input_zero_point})'] + ["    " + line for line in body]) + "\n"
+    return _parse(source), _requant_values(requant)
+
+
 def conv2d_windows(input_shape, weight_shape, output_shape, strides, padding, input_zero_point: int,
                    requant: Requant):
     """CONV_2D (dilation 1), raw bias, windows clipped to the input. Output pixels go in pairs
@@ -725,6 +882,10 @@ def conv2d_windows(input_shape, weight_shape, output_shape, strides, padding, in
     _, out_h, out_w, _ = (int(d) for d in output_shape)
     (stride_h, stride_w), (pad_top, pad_left) = strides, padding
     pointwise = kernel_h == kernel_w == 1 and padding == (0, 0)
+    if pointwise and strides == (1, 1):
+        # Input and output pixels correspond one to one: pair them along the whole image, not
+        # row by row (an odd row width would leave one pixel per row to the one-pixel kernel).
+        height, width, out_h, out_w = 1, height * width, 1, out_h * out_w
     ky0, rows = _clip(f"y * {stride_h} - {pad_top}", kernel_h, height)
     kx0, cols = _clip(f"x * {stride_w} - {pad_left}", kernel_w, width)
     if pointwise:

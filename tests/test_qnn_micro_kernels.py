@@ -1,0 +1,107 @@
+"""The C micro-kernels of the integer path (qnn_kernels.MICRO_KERNELS_C, host gcc, portable path)
+against numpy: the window gather of conv2d_gathered at every border, with one and several channels."""
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from project_api.compiler.qnn_kernels import FIXED_POINT_C, MICRO_KERNELS_C
+
+
+def _window(data: np.ndarray, y0: int, x0: int, kernel_h: int, kernel_w: int, zero_point: int) -> np.ndarray:
+    height, width, channels = data.shape
+    window = np.full((kernel_h, kernel_w, channels), zero_point, np.int8)
+    for ky in range(kernel_h):
+        for kx in range(kernel_w):
+            if 0 <= y0 + ky < height and 0 <= x0 + kx < width:
+                window[ky, kx] = data[y0 + ky, x0 + kx]
+    return window.reshape(-1)
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+def test_gather_window_pads_with_the_zero_point(tmp_path):
+    rng = np.random.default_rng(11)
+    cases, want, inputs = [], [], []
+    for index, (height, width, channels, kernel_h, kernel_w) in enumerate(
+            [(7, 5, 1, 4, 3), (6, 4, 2, 3, 3), (5, 3, 4, 2, 1), (3, 2, 3, 5, 4)]):
+        data = rng.integers(-128, 128, (height, width, channels)).astype(np.int8)
+        inputs.append(f"static const int8_t input{index}[] = {{{', '.join(map(str, data.reshape(-1)))}}};")
+        zero_point = int(rng.integers(-128, 128))
+        # Origins from fully above/left of the input to fully below/right: every clipping case.
+        for y0 in range(-kernel_h - 1, height + 2):
+            for x0 in range(-kernel_w - 1, width + 2):
+                cases.append(f"    mtp_gather_window_s8(input{index}, {height}, {width}, {channels}, {y0}, {x0}, "
+                             f"{kernel_h}, {kernel_w}, {zero_point}, window); "
+                             f"print_window(window, {kernel_h * kernel_w * channels});")
+                want.append(" ".join(map(str, _window(data, y0, x0, kernel_h, kernel_w, zero_point))))
+    program = "\n".join(
+        ["#include <stdint.h>", "#include <stdio.h>", "#include <string.h>", FIXED_POINT_C, MICRO_KERNELS_C]
+        + inputs
+        + ["static void print_window(const int8_t* window, int size) {",
+           "  for (int i = 0; i < size; ++i) printf(i ? \" %d\" : \"%d\", window[i]);",
+           "  printf(\"\\n\");", "}",
+           "int main(void) {", "  int8_t window[96];"] + cases + ["  return 0;", "}", ""])
+    (tmp_path / "t.c").write_text(program)
+    subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror",
+                    str(tmp_path / "t.c"), "-o", str(tmp_path / "t")], check=True, capture_output=True)
+    got = subprocess.run([str(tmp_path / "t")], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert got == want
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+@pytest.mark.parametrize("shape", [
+    # input HWC, output channels, kernel, strides, padding (top, left)
+    ((9, 7, 1), 5, (4, 3), (2, 2), (1, 1)),  # odd channels, odd pixel count, every border
+    ((6, 5, 2), 4, (3, 2), (1, 1), (1, 0)),  # two input channels
+])
+def test_gathered_conv_equals_clipped_windows(shape, tmp_path):
+    """conv2d_gathered against conv2d_windows (bit-exact with tflite-micro on the fixtures) on
+    random data: same quantization, both kernels built to C by the compiler's own path."""
+    from project_api.compiler import qnn_kernels as K
+    from project_api.compiler._tvm_c_kernels import build_c_kernels
+
+    (height, width, channels), out_channels, (kernel_h, kernel_w), strides, padding = shape
+    out_h = (height + 2 * padding[0] - kernel_h) // strides[0] + 1
+    out_w = (width + 2 * padding[1] - kernel_w) // strides[1] + 1
+    args = ((1, height, width, channels), (out_channels, kernel_h, kernel_w, channels), (1, out_h, out_w, out_channels),
+            strides, padding, 7)
+    assert K.gathers_windows(args[0], args[1], padding)
+    rng = np.random.default_rng(2)
+    requant = K.Requant(rng.integers(1 << 30, 1 << 31, out_channels), rng.integers(-9, -6, out_channels), -128,
+                        -128, 127)
+    gathered, values = K.conv2d_gathered(*args, requant)
+    windows, _ = K.conv2d_windows(*args, requant)
+    source, _ = build_c_kernels({"gathered": gathered, "windows": windows})
+    data = rng.integers(-128, 128, height * width * channels)
+    weights = rng.integers(-127, 128, out_channels * kernel_h * kernel_w * channels)
+    bias = rng.integers(-3000, 3000, out_channels)
+
+    def array(c_type, name, items):
+        return f"static {c_type} {name}[] = {{{', '.join(str(int(v)) for v in items)}}};"
+
+    arrays = [array("int8_t", "input", data), array("int8_t", "weight", weights), array("int32_t", "bias", bias)]
+    names = []
+    for index, value in enumerate(values):
+        c_type = "int64_t" if value.dtype == np.int64 else "int32_t"
+        arrays.append(array(c_type, f"param{index}", value))
+        names.append(f"param{index}")
+    count = out_h * out_w * out_channels
+    call = ", ".join(["input", "weight", "bias"] + names)
+    program = "\n".join(
+        [K.with_fixed_point_helpers(source)] + arrays
+        + [f"static int8_t out_gathered[{count}], out_windows[{count}];",
+           "int main(void) {",
+           f"  gathered({call}, out_gathered);",
+           f"  windows({call}, out_windows);",
+           f"  for (int i = 0; i < {count}; ++i) printf(\"%d %d\\n\", out_gathered[i], out_windows[i]);",
+           "  return 0;", "}", ""])
+    (tmp_path / "t.c").write_text("#include <stdio.h>\n" + program)
+    subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", str(tmp_path / "t.c"), "-o",
+                    str(tmp_path / "t")], check=True, capture_output=True)
+    rows = [line.split() for line in subprocess.run([str(tmp_path / "t")], capture_output=True, text=True,
+                                                    check=True).stdout.splitlines()]
+    assert len(rows) == count
+    assert [a for a, _ in rows] == [b for _, b in rows]
+    assert len({a for a, _ in rows}) > 10  # not a constant output
