@@ -58,10 +58,10 @@ def test_avr_ram_use(tmp_path):
     assert data + bss < 1024, sizes
 
 
-@pytest.mark.parametrize("small_tables", [0, 1], ids=["32-bit", "avr-tables"])
-def test_golden_vectors_in_c(tmp_path, small_tables):
+@pytest.mark.parametrize("crc_tables", [16, 256, 2048], ids=["avr-tables", "mcu-tables", "sliced-tables"])
+def test_golden_vectors_in_c(tmp_path, crc_tables):
     program = tmp_path / "golden"
-    command = ["gcc", *WARNINGS, f"-DMTP_CRC32_SMALL_TABLE={small_tables}",
+    command = ["gcc", *WARNINGS, f"-DMTP_CRC_TABLES={crc_tables}",
                f"-I{RUNTIME_DIR / 'include'}", f"-I{RUNTIME_DIR / 'src'}",
                *map(str, runtime_sources()), str(TEST_MODEL), str(TEST_MODEL.parent / "test_golden_vectors.c"),
                "-o", str(program)]

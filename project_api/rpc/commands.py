@@ -13,11 +13,11 @@ import enum
 import os
 import struct
 import time
-import zlib
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from ..errors import DeviceError, IoTimeoutError, ModelRunError, SessionError, TransportClosedError
+from .checksums import crc32
 from .session import HEADER as SESSION_HEADER
 from .session import RpcSession
 
@@ -100,8 +100,7 @@ class TimedRuns:
     timer_is_cycles: bool
 
 
-def _check(data: bytes) -> bytes:
-    return struct.pack("<I", zlib.crc32(data))
+_CHECK = struct.Struct("<I")
 
 
 class CommandClient:
@@ -142,8 +141,8 @@ class CommandClient:
         """Send one request (resending it as needed) and return its reply data; raise
         DeviceError/ModelRunError for an error status, SessionError when the device is silent."""
         self._seq = (self._seq + 1) & 0xFFFF
-        request = REQUEST_HEADER.pack(COMMAND_VERSION, command, self._seq) + args
-        request += _check(request)
+        header = REQUEST_HEADER.pack(COMMAND_VERSION, command, self._seq)
+        request = b"".join((header, args, _CHECK.pack(crc32(args, crc32(header)))))
         if len(request) > self.max_body:
             raise SessionError(f"{command.name} request of {len(request)} bytes exceeds the device's packet "
                                f"limit of {self.max_body} bytes")
@@ -182,16 +181,17 @@ class CommandClient:
             body = self.session.receive(deadline)
             if body is None:
                 return None
-            if len(body) < REPLY_HEADER.size + CHECK_SIZE or _check(body[:-CHECK_SIZE]) != body[-CHECK_SIZE:]:
+            checked = len(body) - CHECK_SIZE
+            if checked < REPLY_HEADER.size or _CHECK.unpack_from(body, checked)[0] != crc32(memoryview(body)[:checked]):
                 continue  # damaged beyond the frame CRC's reach: wait for the resent reply
             _, reply_command, seq, _ = REPLY_HEADER.unpack_from(body)
             if seq == self._seq and reply_command == command | REPLY_FLAG:
-                return body[:-CHECK_SIZE]
+                return body  # still with its check: _unpack takes the data out in one copy
             # a late copy of an earlier reply: drop it
 
     def _unpack(self, command: Command, reply: bytes) -> bytes:
         version, _, _, status = REPLY_HEADER.unpack_from(reply)
-        data = reply[REPLY_HEADER.size:]
+        data = reply[REPLY_HEADER.size:-CHECK_SIZE]
         if status == Status.OK:
             return data
         if status == Status.MODEL_FAILED:
@@ -232,7 +232,7 @@ class CommandClient:
         view = memoryview(data)
         requests = 0
         for offset in range(0, max(len(data), 1), room):
-            self.call(Command.WRITE_INPUT, struct.pack("<HI", index, offset) + bytes(view[offset:offset + room]))
+            self.call(Command.WRITE_INPUT, b"".join((struct.pack("<HI", index, offset), view[offset:offset + room])))
             requests += 1
         return requests
 

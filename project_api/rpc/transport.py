@@ -182,6 +182,12 @@ class SerialTransport(Transport):
 
         port = self._require_open()
         try:
+            # The timeout rests at 0 (take what has arrived) and changes only when there is
+            # nothing yet: setting it re-configures a real port (tcgetattr and pages of Python).
+            self._set_timeout("timeout", 0)
+            data = port.read(n)
+            if data:
+                return data
             self._set_timeout("timeout", timeout_sec)
             first = port.read(1)
             if not first:

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mtp_crc.h"
+
 #define MTP_COMMAND_VERSION 1u
 #define MTP_RUNTIME_VERSION_MAJOR 0u
 #define MTP_RUNTIME_VERSION_MINOR 1u
@@ -39,8 +41,6 @@ enum {
   MTP_STATUS_BAD_VERSION = 6,      /* the request's command-layer version is not ours */
   MTP_STATUS_TOO_LARGE = 7         /* the reply would exceed the negotiated packet size */
 };
-
-uint32_t mtp_crc32(const uint8_t *data, size_t len);
 
 /* Resets the server (framing, session, reply cache); the nonce seed makes tests reproducible. */
 void mtp_server_reset(uint8_t nonce_seed);

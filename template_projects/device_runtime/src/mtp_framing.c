@@ -1,19 +1,10 @@
 #include "mtp_framing.h"
 
+#include <string.h>
+
 #include "mtp_platform.h"
 
 enum { HUNT = 0, LENGTH = 1, PAYLOAD = 2, CRC = 3 };
-
-/* CRC-16/CCITT-FALSE four bits at a time: a 32-byte table, small enough for AVR RAM. */
-static const uint16_t crc16_nibble_table[16] = {
-    0x0000u, 0x1021u, 0x2042u, 0x3063u, 0x4084u, 0x50A5u, 0x60C6u, 0x70E7u,
-    0x8108u, 0x9129u, 0xA14Au, 0xB16Bu, 0xC18Cu, 0xD1ADu, 0xE1CEu, 0xF1EFu};
-
-uint16_t mtp_crc16_update(uint16_t crc, uint8_t byte) {
-  crc = (uint16_t)(((unsigned)crc << 4) ^ crc16_nibble_table[((crc >> 12) ^ (byte >> 4)) & 0x0Fu]);
-  crc = (uint16_t)(((unsigned)crc << 4) ^ crc16_nibble_table[((crc >> 12) ^ byte) & 0x0Fu]);
-  return crc;
-}
 
 void mtp_unframer_init(mtp_unframer_t *u, uint8_t *buf, uint32_t cap) {
   u->buf = buf;
@@ -104,6 +95,40 @@ int mtp_unframer_push(mtp_unframer_t *u, uint8_t byte) {
   }
 }
 
+size_t mtp_unframer_feed(mtp_unframer_t *u, const uint8_t *data, size_t len, int *packet_done) {
+  size_t i = 0;
+  *packet_done = 0;
+  while (i < len) {
+    /* Inside a payload or between packets, a run up to the next 0xFF needs no state machine:
+     * copy it (and checksum it) in one go, or skip it. */
+    if (!u->escape && (u->state == PAYLOAD || u->state == HUNT)) {
+      size_t run = len - i;
+      const uint8_t *escape;
+      if (u->state == PAYLOAD && run > (size_t)(u->length - u->count)) run = (size_t)(u->length - u->count);
+      escape = (const uint8_t *)memchr(data + i, MTP_ESCAPE, run);
+      if (escape) run = (size_t)(escape - (data + i));
+      if (run) {
+        if (u->state == PAYLOAD) {
+          memcpy(u->buf + u->count, data + i, run);
+          u->crc = mtp_crc16(u->crc, data + i, run);
+          u->count += (uint32_t)run;
+          if (u->count == u->length) {
+            u->count = 0;
+            u->state = CRC;
+          }
+        }
+        i += run;
+        continue;
+      }
+    }
+    if (mtp_unframer_push(u, data[i++])) {
+      *packet_done = 1;
+      break;
+    }
+  }
+  return i;
+}
+
 static uint8_t reset_pending = 1;
 
 void mtp_framer_reset(void) { reset_pending = 1; }
@@ -139,24 +164,39 @@ void mtp_framer_begin(mtp_framer_t *f, uint32_t payload_len) {
   for (i = 0; i < 4u; ++i) emit_escaped(f, (uint8_t)(payload_len >> (8u * i)), 1);
 }
 
+/* Stages bytes already counted in the CRC. */
+static void stage(mtp_framer_t *f, const uint8_t *data, size_t len) {
+  while (len) {
+    size_t room = sizeof(f->out) - f->used;
+    size_t take = len < room ? len : room;
+    memcpy(f->out + f->used, data, take);
+    f->used += take;
+    data += take;
+    len -= take;
+    if (f->used == sizeof(f->out)) flush(f);
+  }
+}
+
 void mtp_framer_put(mtp_framer_t *f, const uint8_t *data, size_t len) {
-  size_t i = 0;
-  while (i < len) {
-    size_t run = i;
-    /* A run without 0xFF needs no escaping: it goes to the link straight from `data`, in one
-     * write, instead of byte by byte through the staging buffer. */
-    while (run < len && data[run] != MTP_ESCAPE) {
-      f->crc = mtp_crc16_update(f->crc, data[run]);
-      ++run;
-    }
-    if (run - i >= sizeof(f->out)) {
+  while (len) {
+    const uint8_t *escape = (const uint8_t *)memchr(data, MTP_ESCAPE, len);
+    size_t run = escape ? (size_t)(escape - data) : len;
+    f->crc = mtp_crc16(f->crc, data, run);
+    /* A long run without 0xFF needs no escaping: it goes to the link straight from `data`, in
+     * one write, instead of through the staging buffer. */
+    if (run >= sizeof(f->out)) {
       flush(f);
-      mtp_platform_write(data + i, run - i);
+      mtp_platform_write(data, run);
     } else {
-      for (; i < run; ++i) emit(f, data[i], 0);
+      stage(f, data, run);
     }
-    i = run;
-    if (i < len) emit_escaped(f, data[i++], 1);
+    data += run;
+    len -= run;
+    if (len) {
+      emit_escaped(f, *data, 1);
+      ++data;
+      --len;
+    }
   }
 }
 

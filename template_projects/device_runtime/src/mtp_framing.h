@@ -8,13 +8,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mtp_crc.h"
 #include "mtp_rpc.h"
 
 #define MTP_ESCAPE 0xFFu
 #define MTP_ESCAPE_NOP 0xFEu
 #define MTP_ESCAPE_START 0xFDu
 
-uint16_t mtp_crc16_update(uint16_t crc, uint8_t byte);
 
 /* Receiving: push wire bytes one at a time; a complete packet with a good CRC is left in buf. */
 typedef struct {
@@ -35,11 +35,16 @@ void mtp_unframer_init(mtp_unframer_t *u, uint8_t *buf, uint32_t cap);
 /* Returns 1 when `byte` completes a packet with a good CRC (u->length bytes in u->buf), else 0. */
 int mtp_unframer_push(mtp_unframer_t *u, uint8_t byte);
 
+/* The same over many bytes, copying and checksumming runs inside a payload in bulk: consumes
+ * bytes until one completes a good packet (then *packet_done = 1) or all are used; returns how
+ * many it consumed. */
+size_t mtp_unframer_feed(mtp_unframer_t *u, const uint8_t *data, size_t len, int *packet_done);
+
 /* Sending: begin(len), put() exactly len payload bytes in any pieces, end(). Bytes go out through
  * mtp_platform_write in MTP_WRITE_CHUNK pieces. */
 typedef struct {
   uint16_t crc;
-  uint16_t used;
+  size_t used;
   uint8_t out[MTP_WRITE_CHUNK];
 } mtp_framer_t;
 
