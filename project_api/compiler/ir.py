@@ -21,6 +21,14 @@ WORKSPACE = "workspace"  # kernel scratch passed as an extra parameter: placed i
 KINDS = (INPUT, OUTPUT, CONSTANT, INTERMEDIATE, WORKSPACE)
 
 
+def fresh_name(stem: str, start: int, taken) -> str:
+    """``stem_N`` with the first N >= start for which the name is not ``in taken``."""
+    index = start
+    while f"{stem}_{index}" in taken:
+        index += 1
+    return f"{stem}_{index}"
+
+
 @dataclasses.dataclass
 class Tensor:
     """One storage tensor. ``name`` is unique in the model (the original model name for inputs

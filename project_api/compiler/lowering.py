@@ -176,12 +176,7 @@ class _ModelBuilder:
         self._reserved = set(imported.input_names) | set(imported.output_names)
 
     def _fresh(self, stem: str) -> str:
-        index = len(self.tensors)
-        name = f"{stem}_{index}"
-        while name in self._reserved or name in self.tensors:
-            index += 1
-            name = f"{stem}_{index}"
-        return name
+        return ir.fresh_name(stem, len(self.tensors), self._reserved | self.tensors.keys())
 
     def _lookup(self, var):
         for key, value in self._storage.items():

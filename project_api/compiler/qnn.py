@@ -353,12 +353,7 @@ class _Builder:
             self.tensors[name] = ir.Tensor(name, info.shape, "int8", ir.INPUT)
 
     def _fresh(self, stem: str) -> str:
-        index = len(self.tensors)
-        name = f"{stem}_{index}"
-        while name in self._reserved or name in self.tensors:
-            index += 1
-            name = f"{stem}_{index}"
-        return name
+        return ir.fresh_name(stem, len(self.tensors), self._reserved | self.tensors.keys())
 
     def _read(self, item) -> str:
         if isinstance(item, _TensorInfo):
