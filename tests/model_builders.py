@@ -1,4 +1,5 @@
-"""Small ONNX models built with onnx.helper for the compiler tests (not a test file).
+"""Small ONNX models built with onnx.helper for the compiler tests (not a test file), and the names
+of the ../shared TFLite fixtures those tests compile.
 
 Float and QDQ-int8 versions of a sine MLP ([1,1] -> 16 -> 16 -> 1, relu) and of a small CNN
 (conv 3x3 + relu + maxpool + conv 3x3 + relu + global average pool + flatten + dense). Weights
@@ -281,6 +282,18 @@ def build_unsupported_op_model(path, op_type: str = "Det", node_name: str = "det
     model.ir_version = 8
     return _save(model, path)
 
+
+# The ../shared TFLite fixtures the compiler tests compile: every one but the hybrid (float weights,
+# int8 activations) model, which lowering refuses.
+TFLITE_FIXTURES = [
+    "tflm_hello_world_float",
+    "tflm_hello_world_int8",
+    "tflm_micro_speech_quantized",
+    "mlperf_tiny_kws_ref_model_int8",
+    "mlperf_tiny_ic_resnet8_pretrainedResnet_quant",
+    "mlperf_tiny_ad01_int8",
+]
+INT8_TFLITE_FIXTURES = [name for name in TFLITE_FIXTURES if "float" not in name]
 
 ALL_BUILDERS: Dict[str, object] = {
     "sine_mlp": build_sine_mlp,

@@ -18,14 +18,7 @@ from project_api.compiler.native import NativeModel
 
 RUNS = 4
 INT8_RUNS = 10
-TFLITE_FIXTURES = [
-    "tflm_hello_world_float",
-    "tflm_hello_world_int8",
-    "tflm_micro_speech_quantized",
-    "mlperf_tiny_kws_ref_model_int8",
-    "mlperf_tiny_ic_resnet8_pretrainedResnet_quant",
-    "mlperf_tiny_ad01_int8",
-]
+TFLITE_FIXTURES = model_builders.TFLITE_FIXTURES
 
 
 def random_input(rng, dtype, shape, low=-1.0, high=1.0):

@@ -32,6 +32,20 @@ def test_softmax_table_starts_at_one():
     assert all(a >= b for a, b in zip(table, table[1:]))  # exp of ever more negative differences
 
 
+def host_c_output(tmp_path, source: str) -> str:
+    """Build a C test program with the host gcc (warnings are errors), run it: what it prints."""
+    (tmp_path / "t.c").write_text(source)
+    subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", str(tmp_path / "t.c"), "-o",
+                    str(tmp_path / "t")], check=True, capture_output=True)
+    return subprocess.run([str(tmp_path / "t")], capture_output=True, text=True, check=True).stdout
+
+
+def _printed_integers(tmp_path, program: str):
+    """The integers ``program``, built after the C helpers, prints."""
+    source = f"#include <stdint.h>\n#include <stdio.h>\n{FIXED_POINT_C}\n{program}"
+    return [int(line) for line in host_c_output(tmp_path, source).split()]
+
+
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 def test_c_requantize_equals_the_emulation(tmp_path):
     """mtp_requantize (two roundings, as gemmlowp) and mtp_requantize_right (one 64-bit step)."""
@@ -45,8 +59,7 @@ def test_c_requantize_equals_the_emulation(tmp_path):
     # mtp_requantize_right's compile-time bound: acc * m + 2^30 < 0 exactly below it.
     bounds = [(-(1 << 30) - 1) // int(m) + 1 for m in multipliers]
     rows = ",\n".join(f"{{{a}, {m}, {s}, {b}}}" for a, m, s, b in zip(accs, multipliers, shifts, bounds))
-    program = (f"#include <stdint.h>\n#include <stdio.h>\n{FIXED_POINT_C}\n"
-               f"static const int64_t cases[][4] = {{{rows}}};\n"
+    program = (f"static const int64_t cases[][4] = {{{rows}}};\n"
                "int main(void) {\n"
                "  for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) {\n"
                "    int32_t shift = (int32_t)cases[i][2];\n"
@@ -55,11 +68,7 @@ def test_c_requantize_equals_the_emulation(tmp_path):
                "    if (shift < 0) printf(\"%ld\\n\", (long)mtp_requantize_right((int32_t)cases[i][0],\n"
                "        (int32_t)cases[i][1], -shift, (int32_t)cases[i][3]));\n"
                "  }\n  return 0;\n}\n")
-    (tmp_path / "t.c").write_text(program)
-    subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", str(tmp_path / "t.c"), "-o",
-                    str(tmp_path / "t")], check=True, capture_output=True)
-    got = [int(line) for line in subprocess.run([str(tmp_path / "t")], capture_output=True, text=True,
-                                                check=True).stdout.split()]
+    got = _printed_integers(tmp_path, program)
     want = []
     for a, m, s in zip(accs, multipliers, shifts):
         value = fixed_point.multiply_by_quantized_multiplier(int(a), int(m), int(s))
@@ -91,17 +100,12 @@ def test_c_requantize_floor_clamps_like_the_emulation(tmp_path):
         cases.append(f"{{{a}, {m}, {requant.floor_rounding(0)}, {-s - 1}, {zp}, {lo}, {hi}}}")
         value = fixed_point.multiply_by_quantized_multiplier(int(a), int(m), int(s)) + int(zp)
         want.append(min(max(value, lo), hi))
-    program = (f"#include <stdint.h>\n#include <stdio.h>\n{FIXED_POINT_C}\n"
-               f"static const int64_t cases[][7] = {{{','.join(cases)}}};\n"
+    program = (f"static const int64_t cases[][7] = {{{','.join(cases)}}};\n"
                "int main(void) {\n"
                "  for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) {\n"
                "    const int64_t* c = cases[i];\n"
                "    int32_t y = mtp_requantize_floor((int32_t)c[0], (int32_t)c[1], c[2], (int32_t)c[3]);\n"
                "    printf(\"%ld\\n\", (long)mtp_clamp(y + (int32_t)c[4], (int32_t)c[5], (int32_t)c[6]));\n"
                "  }\n  return 0;\n}\n")
-    (tmp_path / "t.c").write_text(program)
-    subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", str(tmp_path / "t.c"), "-o",
-                    str(tmp_path / "t")], check=True, capture_output=True)
-    got = [int(line) for line in subprocess.run([str(tmp_path / "t")], capture_output=True, text=True,
-                                                check=True).stdout.split()]
+    got = _printed_integers(tmp_path, program)
     assert got == want

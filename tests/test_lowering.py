@@ -16,15 +16,8 @@ from project_api.naming import c_identifier
 
 ONNX_MODELS = list(model_builders.ALL_BUILDERS)
 BUILT_TFLITE = ["dw_pool_fc"]  # built by model_builders; needs no ../shared fixtures
-TFLITE_FIXTURES = [
-    "tflm_hello_world_float",
-    "tflm_hello_world_int8",
-    "tflm_micro_speech_quantized",
-    "mlperf_tiny_kws_ref_model_int8",
-    "mlperf_tiny_ic_resnet8_pretrainedResnet_quant",
-    "mlperf_tiny_ad01_int8",
-]
-INT8_MODELS = ["sine_mlp_qdq", "small_cnn_qdq", "dw_pool_fc"] + [m for m in TFLITE_FIXTURES if "float" not in m]
+TFLITE_FIXTURES = model_builders.TFLITE_FIXTURES
+INT8_MODELS = ["sine_mlp_qdq", "small_cnn_qdq", "dw_pool_fc"] + model_builders.INT8_TFLITE_FIXTURES
 ALL_MODELS = ONNX_MODELS + BUILT_TFLITE + TFLITE_FIXTURES
 
 GCC_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-c"]
@@ -144,7 +137,7 @@ def test_frontend_workarounds_are_recorded(onnx_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["dw_pool_fc"] + [m for m in TFLITE_FIXTURES if "int8" in m or "quant" in m])
+@pytest.mark.parametrize("name", ["dw_pool_fc"] + model_builders.INT8_TFLITE_FIXTURES)
 def test_int8_tflite_models_take_the_integer_path(name, onnx_dir):
     """No float arithmetic left in the kernels: int32 accumulation, fixed-point requantization."""
     lowered = model_builders.lower_once(model_file(name, onnx_dir))

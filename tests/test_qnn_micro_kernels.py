@@ -2,12 +2,12 @@
 against numpy: the window gather of conv2d_gathered at every border, with one and several channels."""
 
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
 
 from project_api.compiler.qnn_kernels import FIXED_POINT_C, MICRO_KERNELS_C
+from test_fixed_point import host_c_output
 
 
 def _window(data: np.ndarray, y0: int, x0: int, kernel_h: int, kernel_w: int, zero_point: int) -> np.ndarray:
@@ -43,10 +43,7 @@ def test_gather_window_pads_with_the_zero_point(tmp_path):
            "  for (int i = 0; i < size; ++i) printf(i ? \" %d\" : \"%d\", window[i]);",
            "  printf(\"\\n\");", "}",
            "int main(void) {", "  int8_t window[96];"] + cases + ["  return 0;", "}", ""])
-    (tmp_path / "t.c").write_text(program)
-    subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror",
-                    str(tmp_path / "t.c"), "-o", str(tmp_path / "t")], check=True, capture_output=True)
-    got = subprocess.run([str(tmp_path / "t")], capture_output=True, text=True, check=True).stdout.splitlines()
+    got = host_c_output(tmp_path, program).splitlines()
     assert got == want
 
 
@@ -97,11 +94,7 @@ def test_gathered_conv_equals_clipped_windows(shape, tmp_path):
            f"  windows({call}, out_windows);",
            f"  for (int i = 0; i < {count}; ++i) printf(\"%d %d\\n\", out_gathered[i], out_windows[i]);",
            "  return 0;", "}", ""])
-    (tmp_path / "t.c").write_text("#include <stdio.h>\n" + program)
-    subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", str(tmp_path / "t.c"), "-o",
-                    str(tmp_path / "t")], check=True, capture_output=True)
-    rows = [line.split() for line in subprocess.run([str(tmp_path / "t")], capture_output=True, text=True,
-                                                    check=True).stdout.splitlines()]
+    rows = [line.split() for line in host_c_output(tmp_path, "#include <stdio.h>\n" + program).splitlines()]
     assert len(rows) == count
     assert [a for a, _ in rows] == [b for _, b in rows]
     assert len({a for a, _ in rows}) > 10  # not a constant output

@@ -43,7 +43,9 @@ def load_model(model_path) -> ImportedModel:
     return _load_tflite(path, data)
 
 
-def _first_line(err: BaseException) -> str:
+def error_reason(err: BaseException) -> str:
+    """An error's reason on one line, for a CompileError: the last non-empty line of its text (a
+    multi-line message ends with its most specific line)."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return lines[-1] if lines else type(err).__name__
 
@@ -60,7 +62,7 @@ def _load_onnx(path: Path, data: bytes) -> ImportedModel:
         model = onnx.load_from_string(data)
         onnx.checker.check_model(model)
     except Exception as err:  # protobuf DecodeError, onnx ValidationError
-        raise CompileError(f"{invalid}: {_first_line(err)}") from None
+        raise CompileError(f"{invalid}: {error_reason(err)}") from None
     if not model.graph.node:
         raise CompileError(invalid)
 
@@ -97,7 +99,7 @@ def _load_onnx(path: Path, data: bytes) -> ImportedModel:
             warnings.filterwarnings("ignore", message="Renaming name")
             mod = from_onnx(model, shape_dict=shape_dict, keep_params_in_input=False)
     except Exception as err:
-        raise CompileError(f"the TVM ONNX frontend could not import '{path.name}': {_first_line(err)}") from None
+        raise CompileError(f"the TVM ONNX frontend could not import '{path.name}': {error_reason(err)}") from None
     return ImportedModel(
         mod=mod,
         input_names=[value.name for value in graph_inputs],
@@ -165,7 +167,7 @@ def _load_tflite(path: Path, data: bytes) -> ImportedModel:
     try:
         mod = tflite_frontend.from_tflite(model, op_converter=converter_class)
     except Exception as err:
-        raise CompileError(f"the TVM TFLite frontend could not import '{path.name}': {_first_line(err)}") from None
+        raise CompileError(f"the TVM TFLite frontend could not import '{path.name}': {error_reason(err)}") from None
     mod = _round_int_average_pools(mod, notes)
     return ImportedModel(mod, input_names, output_names, "TFLite", notes)
 

@@ -21,14 +21,6 @@ WORKSPACE = "workspace"  # kernel scratch passed as an extra parameter: placed i
 KINDS = (INPUT, OUTPUT, CONSTANT, INTERMEDIATE, WORKSPACE)
 
 
-def fresh_name(stem: str, start: int, taken) -> str:
-    """``stem_N`` with the first N >= start for which the name is not ``in taken``."""
-    index = start
-    while f"{stem}_{index}" in taken:
-        index += 1
-    return f"{stem}_{index}"
-
-
 @dataclasses.dataclass
 class Tensor:
     """One storage tensor. ``name`` is unique in the model (the original model name for inputs
@@ -41,11 +33,16 @@ class Tensor:
     data: Optional[np.ndarray] = None  # CONSTANT only, already of ``dtype`` and ``shape``
 
     @property
-    def nbytes(self) -> int:
+    def count(self) -> int:
+        """Number of elements (1 for a scalar)."""
         count = 1
         for dim in self.shape:
             count *= int(dim)
-        return count * np.dtype(self.dtype).itemsize
+        return count
+
+    @property
+    def nbytes(self) -> int:
+        return self.count * np.dtype(self.dtype).itemsize
 
 
 @dataclasses.dataclass
@@ -77,3 +74,32 @@ class LoweredModel:
 
     def tensor(self, name: str) -> Tensor:
         return self.tensors[name]
+
+
+class PartsBuilder:
+    """What both lowering paths (``lowering.py``, ``qnn.py``) build up: the storage tensors and the
+    kernel calls of a LoweredModel."""
+
+    def __init__(self, input_names, output_names):
+        self.tensors: Dict[str, Tensor] = {}
+        self.calls: List[KernelCall] = []
+        # The model's own names, kept free for its inputs and outputs even before they are added.
+        self._reserved = set(input_names) | set(output_names)
+
+    def _fresh(self, stem: str) -> str:
+        """``stem_N`` with the first N >= the tensor count that names no tensor and no model input or output."""
+        index = len(self.tensors)
+        while f"{stem}_{index}" in self._reserved or f"{stem}_{index}" in self.tensors:
+            index += 1
+        return f"{stem}_{index}"
+
+    def add_workspaces(self, c_kernels) -> None:
+        """Gives each call its kernel's scratch buffers (``c_kernels``: symbol -> ``CKernel``, whose
+        ``workspaces`` list (dtype, element count)) as WORKSPACE tensors appended to its arguments."""
+        for call in self.calls:
+            kernel = c_kernels.get(call.func_name)
+            for dtype, count in (kernel.workspaces if kernel else []):
+                name = self._fresh("workspace")
+                self.tensors[name] = Tensor(name, (count,), dtype, WORKSPACE)
+                call.args.append(name)
+                call.writes.append(name)

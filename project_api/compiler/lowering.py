@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 from typing import Dict, List, Optional, Union
 
-import numpy as np
-
 from ..naming import c_identifier
 from . import ir
 from .errors import CompileError
@@ -87,7 +85,7 @@ def lower_model(model_path, model_name: str = "default", target="c", mcpu: Optio
     except CompileError:
         raise
     except Exception as err:
-        raise CompileError(f"TVM could not compile '{model_path}': {frontend._first_line(err)}") from None
+        raise CompileError(f"TVM could not compile '{model_path}': {frontend.error_reason(err)}") from None
 
     builder = _ModelBuilder(mod, imported, prefix)
     builder.walk()
@@ -96,7 +94,7 @@ def lower_model(model_path, model_name: str = "default", target="c", mcpu: Optio
     except CompileError:
         raise
     except Exception as err:
-        raise CompileError(f"TVM could not generate C kernels for '{model_path}': {frontend._first_line(err)}") from None
+        raise CompileError(f"TVM could not generate C kernels for '{model_path}': {frontend.error_reason(err)}") from None
     builder.add_workspaces(c_kernels)
     kernels_c += builder.copy_kernels_c()
     if mcpu:
@@ -135,7 +133,7 @@ def _lower_int8_tflite(model_path, model_name: str, prefix: str, target_string: 
     try:
         kernels_c, c_kernels = build_c_kernels(funcs)
     except Exception as err:
-        raise CompileError(f"TVM could not generate C kernels for '{model_path}': {frontend._first_line(err)}") from None
+        raise CompileError(f"TVM could not generate C kernels for '{model_path}': {frontend.error_reason(err)}") from None
     kernels_c = qnn_kernels.with_fixed_point_helpers(kernels_c)
     builder.add_workspaces(c_kernels)
     notes = ["int8 TFLite model lowered to integer kernels with tflite-micro's fixed-point requantization"]
@@ -159,24 +157,19 @@ def _integer_source_text(calls, input_names, funcs) -> str:
     return "\n".join(lines) + "\n\n" + module.script(show_meta=False)
 
 
-class _ModelBuilder:
+class _ModelBuilder(ir.PartsBuilder):
     """Walks the lowered Relax main and records storage tensors and kernel calls."""
 
     def __init__(self, mod, imported, prefix: str):
+        super().__init__(imported.input_names, imported.output_names)
         self.mod = mod
         self.imported = imported
         self.prefix = prefix
-        self.tensors: Dict[str, ir.Tensor] = {}
-        self.calls: List[ir.KernelCall] = []
         self._storage: Dict = {}  # relax Var -> storage tensor name (or list of names for tuples)
         self._constants: List = []  # (GenericConst, name)
         self._used_funcs: Dict[str, object] = {}
         self._copies: Dict = {}  # (C type, element count) -> copy kernel symbol
         self._written = set()
-        self._reserved = set(imported.input_names) | set(imported.output_names)
-
-    def _fresh(self, stem: str) -> str:
-        return ir.fresh_name(stem, len(self.tensors), self._reserved | self.tensors.keys())
 
     def _lookup(self, var):
         for key, value in self._storage.items():
@@ -285,7 +278,7 @@ class _ModelBuilder:
     def _copy_kernel(self, tensor: ir.Tensor) -> str:
         from .runtime_gen import c_type  # the runtime's C types, so prototypes agree
 
-        key = (c_type(tensor.dtype), int(np.prod(tensor.shape, dtype=np.int64)))
+        key = (c_type(tensor.dtype), tensor.count)
         if key not in self._copies:
             self._copies[key] = f"{self.prefix}copy_{len(self._copies)}"
         return self._copies[key]
@@ -300,17 +293,6 @@ class _ModelBuilder:
 
     def kernel_funcs(self) -> Dict[str, object]:
         return dict(self._used_funcs)
-
-    def add_workspaces(self, c_kernels) -> None:
-        for call in self.calls:
-            kernel = c_kernels.get(call.func_name)
-            if kernel is None:
-                continue
-            for dtype, count in kernel.workspaces:
-                name = self._fresh("workspace")
-                self.tensors[name] = ir.Tensor(name, (count,), dtype, ir.WORKSPACE)
-                call.args.append(name)
-                call.writes.append(name)
 
     def copy_kernels_c(self) -> str:
         lines = []

@@ -58,12 +58,6 @@ class Plan:
     def offsets(self) -> Dict[str, int]:
         return {p.name: p.offset for p in self.placements}
 
-    def offset(self, name: str) -> int:
-        for placement in self.placements:
-            if placement.name == name:
-                return placement.offset
-        raise KeyError(name)
-
 
 def _align_up(value: int, alignment: int) -> int:
     return (value + alignment - 1) // alignment * alignment
@@ -94,7 +88,7 @@ def _place_in_order(order: List[Buffer], alignment: int) -> Dict[str, int]:
     return offsets
 
 
-def _arena_size(buffers: List[Buffer], offsets: Dict[str, int]) -> int:
+def _arena_size(buffers: Iterable[Buffer], offsets: Dict[str, int]) -> int:
     return max((offsets[b.name] + b.size for b in buffers), default=0)
 
 
@@ -159,8 +153,7 @@ def plan_model(model: LoweredModel, alignment: int = ARENA_ALIGNMENT) -> Plan:
         ),
         key=lambda p: (p.offset, p.first, p.name),
     )
-    arena_size = max((p.offset + p.size for p in placements), default=0)
-    return Plan(placements, arena_size, liveness_lower_bound(buffers.values()), alignment)
+    return Plan(placements, _arena_size(buffers.values(), offsets), liveness_lower_bound(buffers.values()), alignment)
 
 
 def check_plan(buffers: Iterable[Buffer], offsets: Dict[str, int], alignment: Optional[int] = None) -> None:

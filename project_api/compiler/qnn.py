@@ -52,7 +52,6 @@ class KernelSpec:
     func: object  # tirx.PrimFunc, scheduled
     reads: List[object]  # _TensorInfo of activations, or np.ndarray constants
     output: _TensorInfo
-    macs: int = 0
 
 
 class _Graph:
@@ -190,9 +189,8 @@ def _conv(graph: _Graph, op, depthwise: bool) -> KernelSpec:
         folded = _folded_bias(bias_data, weight_data, 0, -data.zero_point)
         func, req = K.conv2d(data.shape, weight_data.shape, output.shape, strides, dilations, padding,
                              data.zero_point, requant)
-    macs = int(np.prod(output.shape)) * kh * kw * (1 if depthwise else weight_data.shape[3])
     name = "depthwise_conv2d" if depthwise else "conv2d"
-    return KernelSpec(name, func, [data, weight_data, folded] + req, output, macs)
+    return KernelSpec(name, func, [data, weight_data, folded] + req, output)
 
 
 def _fully_connected(graph: _Graph, op) -> KernelSpec:
@@ -228,7 +226,7 @@ def _fully_connected(graph: _Graph, op) -> KernelSpec:
         weight_data = K.interleave_by_four(weight.data)
     else:
         func, req = K.fully_connected_dot(batches, depth, units, requant)
-    return KernelSpec("fully_connected", func, [data, weight_data, folded] + req, output, batches * depth * units)
+    return KernelSpec("fully_connected", func, [data, weight_data, folded] + req, output)
 
 
 def _add(graph: _Graph, op) -> KernelSpec:
@@ -334,26 +332,20 @@ def lower_tflite_int8(model, subgraph, op_names: List[str], input_names, output_
     return builder
 
 
-class _Builder:
+class _Builder(ir.PartsBuilder):
     """Storage tensors and kernel calls of the integer path (the LoweredModel's parts)."""
 
     def __init__(self, graph: _Graph, input_names, output_names, prefix: str):
+        super().__init__(input_names, output_names)
         self.graph = graph
         self.prefix = prefix
-        self.tensors: Dict[str, ir.Tensor] = {}
-        self.calls: List[ir.KernelCall] = []
         self.funcs: Dict[str, object] = {}
-        self.macs: Dict[str, int] = {}
         self._storage: Dict[int, str] = {}  # TFLite tensor index -> storage tensor name
         self._outputs = {int(i): name for i, name in zip(graph.subgraph.OutputsAsNumpy(), output_names)}
-        self._reserved = set(input_names) | set(output_names)
         for index, name in zip(graph.subgraph.InputsAsNumpy(), input_names):
             info = graph.tensor(int(index))
             self._storage[int(index)] = name
             self.tensors[name] = ir.Tensor(name, info.shape, "int8", ir.INPUT)
-
-    def _fresh(self, stem: str) -> str:
-        return ir.fresh_name(stem, len(self.tensors), self._reserved | self.tensors.keys())
 
     def _read(self, item) -> str:
         if isinstance(item, _TensorInfo):
@@ -383,7 +375,6 @@ class _Builder:
         args = [self._read(item) for item in spec.reads]
         out = self._write(spec.output)
         self.funcs[symbol] = spec.func
-        self.macs[symbol] = spec.macs
         self.calls.append(ir.KernelCall(symbol, args + [out], [out]))
 
     def alias(self, op_index: int, op) -> None:
@@ -398,13 +389,3 @@ class _Builder:
         count = int(np.prod(target.shape))
         func, _ = K.reshape_copy(count)
         self.kernel(op_index, KernelSpec("copy", func, [source], target))
-
-    def add_workspaces(self, c_kernels) -> None:
-        for call in self.calls:
-            kernel = c_kernels.get(call.func_name)
-            for dtype, count in (kernel.workspaces if kernel else []):
-                name = self._fresh("workspace")
-                self.tensors[name] = ir.Tensor(name, (count,), dtype, ir.WORKSPACE)
-                call.args.append(name)
-                call.writes.append(name)
-

@@ -542,11 +542,13 @@ def _padded(data, pad_top: int, pad_left: int, height: int, width: int, fill: in
     return te.compute(out_shape, value, name=name)
 
 
-def conv2d(input_shape, weight_shape, output_shape, strides, dilations, padding: Tuple[int, int],
-           input_zero_point: int, requant: Requant):
-    """NHWC int8 input, OHWI int8 weights, folded int32 bias -> NHWC int8."""
-    _, height, width, channels = input_shape
-    out_channels, kernel_h, kernel_w, _ = weight_shape
+def _convolution(input_shape, weight_shape, output_shape, strides, dilations, padding, input_zero_point: int,
+                 requant: Requant, out_channels: int, kernel_size, channel_axes, product):
+    """What conv2d and depthwise_conv2d share: zero-point padding, a window sum over ``ky``, ``kx``
+    and ``channel_axes`` (name, extent) of ``product(tap, weight, o, ky, kx, *channel_axes)``, where
+    ``tap(ch)`` is the padded input under the window as int32, then bias and requantization."""
+    _, height, width, _ = input_shape
+    kernel_h, kernel_w = kernel_size
     _, out_h, out_w, _ = output_shape
     stride_h, stride_w = strides
     dil_h, dil_w = dilations
@@ -560,47 +562,36 @@ def conv2d(input_shape, weight_shape, output_shape, strides, dilations, padding:
     padded = _padded(data, pad_top, pad_left, padded_h, padded_w, input_zero_point, "padded")
     ky = te.reduce_axis((0, kernel_h), name="ky")
     kx = te.reduce_axis((0, kernel_w), name="kx")
-    kc = te.reduce_axis((0, channels), name="kc")
-    acc = te.compute(
-        (1, out_h, out_w, out_channels),
-        lambda b, y, x, o: te.sum(
-            padded[b, y * stride_h + ky * dil_h, x * stride_w + kx * dil_w, kc].astype(I32)
-            * weight[o, ky, kx, kc].astype(I32), axis=[ky, kx, kc]),
-        name="acc")
+    extra = [te.reduce_axis((0, extent), name=name) for name, extent in channel_axes]
+
+    def window_sum(b, y, x, o):
+        def tap(ch):
+            return padded[b, y * stride_h + ky * dil_h, x * stride_w + kx * dil_w, ch].astype(I32)
+        return te.sum(product(tap, weight, o, ky, kx, *extra), axis=[ky, kx] + extra)
+
+    acc = te.compute((1, out_h, out_w, out_channels), window_sum, name="acc")
     out = te.compute((1, out_h, out_w, out_channels),
                      lambda b, y, x, o: requant.apply(acc[b, y, x, o] + bias[o], o, req_tensors), name="output")
     params = [data, weight, bias] + req_tensors + [out]
     return te.create_prim_func(params), req_values
+
+
+def conv2d(input_shape, weight_shape, output_shape, strides, dilations, padding: Tuple[int, int],
+           input_zero_point: int, requant: Requant):
+    """NHWC int8 input, OHWI int8 weights, folded int32 bias -> NHWC int8."""
+    out_channels, kernel_h, kernel_w, channels = weight_shape
+    return _convolution(input_shape, weight_shape, output_shape, strides, dilations, padding, input_zero_point,
+                        requant, out_channels, (kernel_h, kernel_w), [("kc", channels)],
+                        lambda tap, weight, o, ky, kx, kc: tap(kc) * weight[o, ky, kx, kc].astype(I32))
 
 
 def depthwise_conv2d(input_shape, weight_shape, output_shape, strides, dilations, padding, depth_multiplier: int,
                      input_zero_point: int, requant: Requant):
     """NHWC int8 input, [1, KH, KW, C*M] int8 weights, folded int32 bias -> NHWC int8."""
-    _, height, width, channels = input_shape
     _, kernel_h, kernel_w, out_channels = weight_shape
-    _, out_h, out_w, _ = output_shape
-    stride_h, stride_w = strides
-    dil_h, dil_w = dilations
-    pad_top, pad_left = padding
-    data = te.placeholder(tuple(input_shape), "int8", name="input")
-    weight = te.placeholder(tuple(weight_shape), "int8", name="weight")
-    bias = te.placeholder((out_channels,), I32, name="bias")
-    req_tensors, req_values = requant.placeholders(out_channels)
-    padded_h = max((out_h - 1) * stride_h + (kernel_h - 1) * dil_h + 1, height + pad_top)
-    padded_w = max((out_w - 1) * stride_w + (kernel_w - 1) * dil_w + 1, width + pad_left)
-    padded = _padded(data, pad_top, pad_left, padded_h, padded_w, input_zero_point, "padded")
-    ky = te.reduce_axis((0, kernel_h), name="ky")
-    kx = te.reduce_axis((0, kernel_w), name="kx")
-    acc = te.compute(
-        (1, out_h, out_w, out_channels),
-        lambda b, y, x, o: te.sum(
-            padded[b, y * stride_h + ky * dil_h, x * stride_w + kx * dil_w, o // depth_multiplier].astype(I32)
-            * weight[0, ky, kx, o].astype(I32), axis=[ky, kx]),
-        name="acc")
-    out = te.compute((1, out_h, out_w, out_channels),
-                     lambda b, y, x, o: requant.apply(acc[b, y, x, o] + bias[o], o, req_tensors), name="output")
-    params = [data, weight, bias] + req_tensors + [out]
-    return te.create_prim_func(params), req_values
+    return _convolution(input_shape, weight_shape, output_shape, strides, dilations, padding, input_zero_point,
+                        requant, out_channels, (kernel_h, kernel_w), [],
+                        lambda tap, weight, o, ky, kx: tap(o // depth_multiplier) * weight[0, ky, kx, o].astype(I32))
 
 
 def add(shape_a, shape_b, output_shape, output_multiplier: int, output_shift: int, output_zero_point: int,
@@ -976,7 +967,7 @@ def _substitute(line: str, x: str) -> str:
 def _paired_source(name, input_size, weight_size, channels, output_size, requant, loops, pair, single, out_base):
     """A kernel over output pixels (``loops``) and pairs of output channels ``c``, ``c + 1``."""
     indent = "    " * (len(loops) + 1)
-    lines = [f"@T.prim_func",
+    lines = ["@T.prim_func",
              f'def {name}(input: T.Buffer(({input_size},), "int8"), weight: T.Buffer(({weight_size},), "int8"),',
              f'         bias: T.Buffer(({channels},), "int32"){_requant_params(requant, channels)},',
              f'         output: T.Buffer(({output_size},), "int8")):',

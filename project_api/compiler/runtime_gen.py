@@ -272,7 +272,7 @@ def generate_runtime_source(model: LoweredModel, plan: Plan) -> str:
             continue
         if not any(name in call.args for call in model.calls):
             continue
-        count = int(np.prod(tensor.shape, dtype=np.int64)) if tensor.shape else 1
+        count = tensor.count
         if count == 0:
             const_symbols[name] = None  # C has no empty arrays; the kernel gets a null pointer
             continue

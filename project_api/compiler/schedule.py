@@ -58,7 +58,7 @@ def schedule_kernel(func: tirx.PrimFunc) -> tirx.PrimFunc:
         if len(producers) != 1:
             continue
         reduction = producers[0]
-        n_spatial = _iter_types(sch, reduction).index(_REDUCE) if _REDUCE in _iter_types(sch, reduction) else 0
+        n_spatial = _iter_types(sch, reduction).index(_REDUCE)  # iter vars list spatial ones first
         loops = sch.get_loops(reduction)
         if 0 < n_spatial <= len(loops):
             _try(lambda: sch.reverse_compute_at(block, loops[n_spatial - 1], preserve_unit_loops=True))
