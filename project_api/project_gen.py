@@ -144,10 +144,10 @@ def _extract(tar_path: pathlib.Path, dest: pathlib.Path, what: str) -> None:
         raise ProjectGenerationError(f"cannot extract {what}: {err}") from err
 
 
-def install_mlf(mlf_path: pathlib.Path, project_dir: pathlib.Path) -> ModelInfo:
-    """Copy the MLF to PROJECT/model.tar, extract it to PROJECT/model/, return its model info."""
+def install_mlf(mlf_path: pathlib.Path, project_dir: pathlib.Path, info: ModelInfo) -> None:
+    """Copy the MLF to PROJECT/model.tar and extract it to PROJECT/model/; ``info`` is its
+    read_mlf (the caller has read it to check the model fits, so it is not read again)."""
     mlf_path = pathlib.Path(mlf_path)
-    info = read_mlf(mlf_path)
     if mlf_path.is_dir():
         raise ProjectGenerationError(f"{mlf_path} is a directory; give the Model Library Format .tar archive")
     shutil.copy2(mlf_path, project_dir / MLF_FILENAME)
@@ -157,7 +157,6 @@ def install_mlf(mlf_path: pathlib.Path, project_dir: pathlib.Path) -> ModelInfo:
         raise ProjectGenerationError(
             f"{mlf_path} lacks codegen/host/include/tvmgen_{info.c_name}.h: export it with the C interface (tvmc compile)"
         )
-    return info
 
 
 def copy_device_runtime(project_dir: pathlib.Path) -> None:
@@ -303,14 +302,16 @@ def project_dir_removed_on_failure(project_dir: pathlib.Path):
 
 
 def generate_common(template_dir: pathlib.Path, mlf_path: pathlib.Path, project_dir: pathlib.Path,
-                    options: dict, board: Board) -> ModelInfo:
-    """The steps every template's generate_project shares; returns the model info. On failure the
-    half-made project directory is removed so a retry starts clean."""
+                    options: dict, board: Board, model: Optional[ModelInfo] = None) -> ModelInfo:
+    """The steps every template's generate_project shares; returns the model info (``model``: the
+    MLF's read_mlf when the caller has it already). On failure the half-made project directory is
+    removed so a retry starts clean."""
     with project_dir_removed_on_failure(project_dir) as project_dir:
-        model = read_mlf(mlf_path)
+        if model is None:
+            model = read_mlf(mlf_path)
         check_model_fits(model, board)
         copy_template(template_dir, project_dir)
-        install_mlf(mlf_path, project_dir)
+        install_mlf(mlf_path, project_dir, model)
         copy_device_runtime(project_dir)
         write_model_glue(model, project_dir / MODEL_GLUE_RELPATH)
         extract_extra_files(options.get("extra_files_tar"), project_dir)
@@ -323,6 +324,14 @@ def compile_definitions(value: Optional[str]) -> List[str]:
     if not value:
         return []
     return [f"-D{d}" for d in value.replace(",", " ").split()]
+
+
+def tool_failure(what: str, returncode: int, output: str) -> str:
+    """The one-line error for a build tool that failed: the first lines of its output that
+    mention an error (else its last lines), which is where compilers and make say why."""
+    lines = output.splitlines()
+    reasons = [line for line in lines if "error" in line.lower()][:3] or lines[-3:]
+    return f"{what} failed (exit status {returncode}): " + " | ".join(reasons)
 
 
 def options_with_defaults(project_dir: pathlib.Path, options: Dict) -> Dict:

@@ -270,13 +270,11 @@ class TransportHandler(ProjectAPIHandler):
                 device.start()
             transport = make_transport()
             transport.open()
-        except user_errors as err:
+        except BaseException as err:
             if device is not None:
                 device.stop()
-            raise ServerError(str(err)) from err
-        except BaseException:
-            if device is not None:
-                device.stop()
+            if isinstance(err, user_errors):
+                raise ServerError(str(err)) from err
             raise
         self._transport, self._device = transport, device
         return transport.timeouts

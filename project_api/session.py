@@ -20,7 +20,7 @@ from typing import List, Optional, Union
 import numpy as np
 
 from .errors import SessionError
-from .rpc.commands import CommandClient, DeviceInfo, TensorInfo
+from .rpc.commands import HOST_MAX_PACKET, CommandClient, DeviceInfo, TensorInfo
 from .rpc.session import RpcSession
 from .rpc.transport import Transport
 
@@ -93,10 +93,7 @@ class Session:
             self._rpc = RpcSession(self.transport)
             self._rpc.start()
             self._commands = CommandClient(self._rpc)
-            if self._max_packet:
-                device = self._commands.info(self._max_packet)
-            else:
-                device = self._commands.info()
+            device = self._commands.info(self._max_packet or HOST_MAX_PACKET)
             info = ModelInfo(device)
             info.inputs = [self._commands.tensor_info(False, i) for i in range(device.num_inputs)]
             info.outputs = [self._commands.tensor_info(True, i) for i in range(device.num_outputs)]

@@ -1,7 +1,6 @@
 """Shared by tests/test_qemu.py and tests/test_cortex_m*.py: the cortex_m template's server module
 and building small firmwares from the template's board layer with its own Makefile."""
 
-import importlib.util
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from project_api import boards, resources
+from project_helpers import load_server
 
 TEMPLATE_DIR = resources.template_dir("cortex_m")
 
@@ -20,11 +20,8 @@ needs_arm_tools = pytest.mark.skipif(
 
 
 def load_server_module():
-    """template_projects/cortex_m/microtvm_api_server.py as a module (it is a script, not a package)."""
-    spec = importlib.util.spec_from_file_location("cortex_m_api_server", TEMPLATE_DIR / "microtvm_api_server.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """template_projects/cortex_m/microtvm_api_server.py as a module."""
+    return load_server(TEMPLATE_DIR / "microtvm_api_server.py")
 
 
 def build_app(board_name: str, c_source: str, dest: Path):

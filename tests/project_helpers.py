@@ -1,6 +1,8 @@
-"""Shared by tests/test_project_gen.py and tests/test_cli_micro.py: real MLF archives made with
-`tvmc compile` (once per session and model) and tvmc run in a subprocess."""
+"""Shared by the tests of project generation, the CLI and the templates: real MLF archives made
+with `tvmc compile` (once per session and model), tvmc run in a subprocess, template servers
+loaded as modules."""
 
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -11,6 +13,7 @@ import pytest
 from conftest import fixture_path
 
 _compiled = {}
+_servers = {}
 
 needs_cc = pytest.mark.skipif(not (shutil.which("make") and shutil.which("cc")),
                               reason="needs make and a C compiler (apt-get install make gcc)")
@@ -33,3 +36,15 @@ def compiled_mlf(tmp_path_factory, model_file: str) -> Path:
         tvmc("compile", source, "-o", out, "--output-format", "mlf")
         _compiled[model_file] = out
     return _compiled[model_file]
+
+
+def load_server(server_py: Path):
+    """A template's or generated project's microtvm_api_server.py as a module (a script, not a
+    package; every template's has that file name, so each is loaded once under a name of its own)."""
+    server_py = Path(server_py).resolve()
+    if server_py not in _servers:
+        spec = importlib.util.spec_from_file_location(f"microtvm_api_server_{len(_servers)}", server_py)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _servers[server_py] = module
+    return _servers[server_py]

@@ -13,7 +13,8 @@ import types
 import pytest
 
 from project_api import server
-from test_arduino_template import TEMPLATE_DIR, call, load_server, sine_mlf
+from project_helpers import load_server
+from test_arduino_template import TEMPLATE_DIR, call, sine_mlf
 
 MEGA_PORT = {"address": "/dev/ttyACM0", "label": "/dev/ttyACM0", "protocol": "serial",
              "protocol_label": "Serial Port (USB)",

@@ -19,7 +19,8 @@ from project_api import boards, client, server
 from project_api.compiler.native import NativeModel, run_native
 from project_api.rpc.transport import ProjectAPITransport
 from project_api.session import Session
-from test_arduino_template import TEMPLATE_DIR, call, load_server, sine_mlf
+from project_helpers import load_server
+from test_arduino_template import TEMPLATE_DIR, call, sine_mlf
 
 pytestmark = [
     pytest.mark.slow,

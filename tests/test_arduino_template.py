@@ -2,7 +2,6 @@
 Arduino needs (folder named like its .ino, flat src/ of .c/.cpp/.h whose includes resolve), the
 AVR RAM check, and the libm functions the template adds for avr-libc."""
 
-import importlib.util
 import itertools
 import re
 import shutil
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 
 from project_api import boards, resources, server
+from project_helpers import load_server
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE_DIR = resources.template_dir("arduino")
@@ -21,20 +21,6 @@ SINE_SCRIPT = REPO_ROOT / "examples" / "sine" / "make_sine_model.py"
 ARDUINO_BOARDS = boards.all_boards("arduino")
 PROJECT_TYPES = ("host_driven", "example_project")
 AVR_CFLAGS = ["-std=gnu11", "-Os", "-Wall", "-Wextra", "-Werror"]
-
-_loaded = {}
-
-
-def load_server(server_py: Path):
-    """A template's or project's microtvm_api_server.py as a module (its own PROJECT_DIR)."""
-    server_py = Path(server_py).resolve()
-    if server_py not in _loaded:
-        spec = importlib.util.spec_from_file_location(f"arduino_server_{len(_loaded)}", server_py)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _loaded[server_py] = module
-    return _loaded[server_py]
-
 
 def call(module, method, *args, **options):
     """Call a handler method with options resolved as the Project API framework resolves them."""

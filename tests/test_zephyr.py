@@ -9,7 +9,6 @@ for zephyr.elf (test_qemu_transport_serves_host_driven_inference).
 test_zephyr_qemu_host_driven_inference builds and runs a real project when $ZEPHYR_BASE is set.
 """
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -25,7 +24,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
-from project_helpers import compiled_mlf
+from project_helpers import compiled_mlf, load_server
 from project_api import boards, client, server
 
 TEMPLATE_DIR = REPO_ROOT / "template_projects" / "zephyr"
@@ -35,15 +34,7 @@ import zephyr_device  # noqa: E402
 import zephyr_west  # noqa: E402
 
 
-def _load_server_module():
-    """The template's microtvm_api_server.py under a name of its own (other templates have the same file name)."""
-    spec = importlib.util.spec_from_file_location("zephyr_template_server", TEMPLATE_DIR / "microtvm_api_server.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-SERVER = _load_server_module()
+SERVER = load_server(TEMPLATE_DIR / "microtvm_api_server.py")
 ZEPHYR_BOARDS = boards.all_boards("zephyr")
 PROJECT_TYPES = ("host_driven", "aot_standalone_demo")
 

@@ -79,7 +79,11 @@ def project_api_server(directory: pathlib.Path, debug: bool = False) -> Iterator
 
 
 def server_options(api: client.ProjectAPIClient, tvm_version: str = "") -> List[ProjectOption]:
-    info = call(api, "server_info_query", tvm_version)
+    return declared_options(call(api, "server_info_query", tvm_version))
+
+
+def declared_options(info: dict) -> List[ProjectOption]:
+    """The project options a server_info_query reply advertises."""
     return [ProjectOption.from_json(o) for o in info.get("project_options", [])]
 
 
@@ -96,9 +100,8 @@ def call(api: client.ProjectAPIClient, method: str, *args):
         raise TVMCError(f"{method} failed: {err}") from err
 
 
-def options_for_project(project_dir: Optional[pathlib.Path], given: Dict[str, str]) -> Dict[str, object]:
+def options_for_project(project_dir: pathlib.Path, given: Dict[str, str]) -> Dict[str, object]:
     """What a generated project was created with (project.yaml), overridden by ``given``."""
-    base = project_gen.read_project_yaml(project_dir) if project_dir is not None else {}
-    merged = {k: v for k, v in base.items() if v is not None}
+    merged = {k: v for k, v in project_gen.read_project_yaml(project_dir).items() if v is not None}
     merged.update(given)
     return merged

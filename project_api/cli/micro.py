@@ -18,7 +18,7 @@ from typing import List, Optional
 
 from .. import client, project_gen, resources
 from . import TVMCError
-from ._options import (add_project_option_argument, call, check_project_options, format_options,
+from ._options import (add_project_option_argument, call, check_project_options, declared_options, format_options,
                        options_for_project, parse_project_options, project_api_server, server_options)
 
 LEGACY_PLATFORM_NAMES = {"crt": "host"}  # TVM's tvmc called the host template "crt"
@@ -101,7 +101,7 @@ class MicroCommand:
         server_dir = _server_dir(action, args)
         with project_api_server(server_dir, debug=args.debug) as api:
             info = call(api, "server_info_query", "")
-            declared = server_options(api)
+            declared = declared_options(info)
             if args.list_options:
                 print(f"project options of platform {info.get('platform_name')}:\n" + format_options(declared))
                 return 0

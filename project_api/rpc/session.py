@@ -14,7 +14,7 @@ import logging
 import os
 import struct
 import time
-from typing import Callable, Deque, Optional
+from typing import Callable, Deque, Optional, Tuple
 
 from ..errors import IoTimeoutError, SessionError
 from .framing import Framer, Unframer
@@ -80,8 +80,20 @@ class RpcSession:
             self._packets.extend(self._unframer.feed(data))
         return self._packets.popleft()
 
-    def _dispatch_log(self, body: bytes) -> None:
-        self.on_log(body.decode("utf-8", errors="replace"))
+    def _next_message(self, deadline: Optional[float]) -> Optional[Tuple[int, int, bytes]]:
+        """(session id, message type, body) of the next packet that is not a log message (logs
+        go to on_log meanwhile), or None when the deadline passes first."""
+        while True:
+            packet = self._next_packet(deadline)
+            if packet is None:
+                return None
+            if len(packet) < HEADER.size:
+                continue
+            session_id, msg_type = HEADER.unpack_from(packet)
+            body = packet[HEADER.size:]
+            if msg_type != MSG_LOG:
+                return session_id, msg_type, body
+            self.on_log(body.decode("utf-8", errors="replace"))
 
     # -- handshake ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -101,16 +113,11 @@ class RpcSession:
             if deadline is not None:
                 attempt_end = min(attempt_end, deadline)
             while True:
-                packet = self._next_packet(attempt_end)
-                if packet is None:
+                message = self._next_message(attempt_end)
+                if message is None:
                     break
-                if len(packet) < HEADER.size:
-                    continue
-                session_id, msg_type = HEADER.unpack_from(packet)
-                body = packet[HEADER.size:]
-                if msg_type == MSG_LOG:
-                    self._dispatch_log(body)
-                elif msg_type == MSG_START_REPLY and session_id & 0xFF == self._nonce:
+                session_id, msg_type, body = message
+                if msg_type == MSG_START_REPLY and session_id & 0xFF == self._nonce:
                     if body[:1] != bytes([SESSION_VERSION]):
                         raise SessionError(
                             f"the device speaks session version {body[0] if body else '?'}, we speak "
@@ -132,16 +139,11 @@ class RpcSession:
         """The body of the next normal message of this session, or None at the deadline
         (time.monotonic() seconds; None = wait forever). Logs are passed on meanwhile."""
         while True:
-            packet = self._next_packet(deadline)
-            if packet is None:
+            message = self._next_message(deadline)
+            if message is None:
                 return None
-            if len(packet) < HEADER.size:
-                continue
-            session_id, msg_type = HEADER.unpack_from(packet)
-            body = packet[HEADER.size:]
-            if msg_type == MSG_LOG:
-                self._dispatch_log(body)
-            elif msg_type == MSG_NORMAL and session_id == self.session_id:
+            session_id, msg_type, body = message
+            if msg_type == MSG_NORMAL and session_id == self.session_id:
                 return body
             elif msg_type == MSG_TERMINATE and session_id == self.session_id:
                 self.session_id = None
@@ -153,8 +155,3 @@ class RpcSession:
         if self.session_id is not None:
             session_id, self.session_id = self.session_id, None
             self._send_packet(session_id, MSG_TERMINATE, b"")
-
-    @property
-    def framing_errors(self) -> dict:
-        u = self._unframer
-        return {"bad_crc": u.bad_crc, "bad_escape": u.bad_escape, "too_long": u.too_long, "aborted": u.aborted}

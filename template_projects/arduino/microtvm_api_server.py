@@ -62,13 +62,9 @@ SKETCH_NAME = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.-]{0,62}$")
 BUILD_TOOLS = ("arduino-cli", "arduino-builder")
 
 
-def _board_choices():
-    return tuple(n for b in boards.all_boards(PLATFORM) for n in (b.name,) + b.aliases)
-
-
 PROJECT_OPTIONS = server.default_project_options(
     project_type={"choices": ("host_driven", "example_project")},
-    board={"choices": _board_choices(), "help": "Name of the board to build for (boards/boards.yaml)."},
+    board={"choices": boards.board_choices(PLATFORM), "help": "Name of the board to build for (boards/boards.yaml)."},
     verbose={"optional": ("generate_project", "build", "flash")},
     warning_as_error={"help": "Compile with -Wall -Wextra -Werror (every file Arduino compiles, the core too)."},
 ) + [
@@ -141,7 +137,7 @@ def generate_sketch(template_dir, mlf_path, project_dir, options, board):
     if is_avr(board):
         check_avr_ram(model, board, project_type)
     shutil.copy2(template_dir / "microtvm_api_server.py", project_dir / "microtvm_api_server.py")
-    project_gen.install_mlf(mlf_path, project_dir)
+    project_gen.install_mlf(mlf_path, project_dir, model)
 
     src = project_dir / "src"
     src.mkdir()
@@ -215,9 +211,7 @@ def _run_tool(argv, verbose, what):
     if verbose or result.returncode != 0:
         sys.stderr.write(result.stdout)
     if result.returncode != 0:
-        lines = result.stdout.splitlines()
-        tail = [line for line in lines if "error" in line.lower()][:3] or lines[-3:]
-        raise server.ServerError(f"{what} failed (exit status {result.returncode}): " + " | ".join(tail))
+        raise server.ServerError(project_gen.tool_failure(what, result.returncode, result.stdout))
     return result.stdout
 
 

@@ -38,12 +38,8 @@ TIMEOUTS = server.TransportTimeouts(
 )
 
 
-def _board_choices():
-    return tuple(n for b in boards.all_boards(PLATFORM) for n in (b.name,) + b.aliases)
-
-
 PROJECT_OPTIONS = server.default_project_options(
-    board={"choices": _board_choices()},
+    board={"choices": boards.board_choices(PLATFORM)},
     project_type={"choices": ("host_driven", "standalone")},
     verbose={"optional": ("generate_project", "build")},
 ) + [
@@ -223,11 +219,11 @@ class Handler(server.TransportHandler):
                 f"stack_size_bytes must be a multiple of 8 and at least 512, not {options['stack_size_bytes']}")
         options = dict(options, board=board.name)
         project_dir = pathlib.Path(project_dir)
+        model = project_gen.read_mlf(model_library_format_path)
         inputs_c = None
         if options["project_type"] == "standalone":  # checked before anything is written
-            model = project_gen.read_mlf(model_library_format_path)
             inputs_c = standalone_inputs_source(model, options.get("standalone_inputs"))
-        project_gen.generate_common(PROJECT_DIR, model_library_format_path, project_dir, options, board)
+        project_gen.generate_common(PROJECT_DIR, model_library_format_path, project_dir, options, board, model)
         write_board_files(board, project_dir / BOARD_DIR, project_type=options["project_type"],
                           stack_size_bytes=options["stack_size_bytes"], standalone_runs=options["standalone_runs"],
                           warning_as_error=options["warning_as_error"],
@@ -254,12 +250,8 @@ class Handler(server.TransportHandler):
         if options.get("verbose") or result.returncode != 0:
             sys.stderr.write(result.stdout)
         if result.returncode != 0:
-            message = _fit_error(self._board().name, result.stdout)
-            if message is None:
-                tail = [line for line in result.stdout.splitlines() if "error" in line.lower()][:3] or \
-                    result.stdout.splitlines()[-3:]
-                message = f"make failed (exit status {result.returncode}): " + " | ".join(tail)
-            raise server.ServerError(message)
+            raise server.ServerError(_fit_error(self._board().name, result.stdout)
+                                     or project_gen.tool_failure("make", result.returncode, result.stdout))
 
     def flash(self, options):
         # Nothing to program: QEMU loads the ELF when the transport opens.

@@ -61,9 +61,7 @@ class Handler(server.TransportHandler):
         if options.get("verbose") or result.returncode != 0:
             sys.stderr.write(result.stdout)
         if result.returncode != 0:
-            tail = [line for line in result.stdout.splitlines() if "error" in line.lower()][:3] or \
-                result.stdout.splitlines()[-3:]
-            raise server.ServerError(f"make failed (exit status {result.returncode}): " + " | ".join(tail))
+            raise server.ServerError(project_gen.tool_failure("make", result.returncode, result.stdout))
 
     def flash(self, options):
         # Nothing to program: the executable runs when the transport opens.

@@ -109,7 +109,7 @@ class Handler(server.TransportHandler):
         if cmsis_path and not pathlib.Path(cmsis_path).is_dir():
             raise server.ServerError(f"cmsis_path {cmsis_path} is not a directory (a CMSIS-NN checkout)")
         options = dict(options, board=board.name)
-        project_gen.generate_common(PROJECT_DIR, model_library_format_path, project_dir, options, board)
+        project_gen.generate_common(PROJECT_DIR, model_library_format_path, project_dir, options, board, model)
         try:
             self._lay_out_sources(project_dir, project_type)
             (project_dir / "prj.conf").write_text(
