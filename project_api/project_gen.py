@@ -23,7 +23,7 @@ import yaml
 from . import __version__, naming, resources
 from .boards import Board
 from .compiler import mlf
-from .server import ServerError
+from .server import ServerError, ServerInfo
 
 MLF_FILENAME = "model.tar"
 MLF_DIRNAME = "model"
@@ -281,6 +281,18 @@ def write_model_glue(model: ModelInfo, path: pathlib.Path) -> pathlib.Path:
 
 
 # ---- all of it --------------------------------------------------------------------------------
+
+
+def is_template(server_dir: pathlib.Path) -> bool:
+    """A server's directory is a template until generation puts the MLF in it (the legacy rule)."""
+    return not (pathlib.Path(server_dir) / MLF_FILENAME).exists()
+
+
+def server_info(platform: str, server_dir: pathlib.Path, project_options) -> ServerInfo:
+    """What every template server answers to server_info_query."""
+    template = is_template(server_dir)
+    mlf_path = None if template else pathlib.Path(server_dir) / MLF_FILENAME
+    return ServerInfo(platform, template, mlf_path, project_options)
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ from project_api.emulators import simavr
 from project_api.rpc.transport import SerialTransport
 
 PROJECT_DIR = pathlib.Path(__file__).resolve().parent
-IS_TEMPLATE = not (PROJECT_DIR / project_gen.MLF_FILENAME).exists()
+IS_TEMPLATE = project_gen.is_template(PROJECT_DIR)
 PLATFORM = "arduino"
 SKETCH_TEMPLATE_DIR = "sketch"  # in the template: <project_type>.ino and src/
 BUILD_DIR = "build"
@@ -306,8 +306,7 @@ def find_port(options, board) -> str:
 
 class Handler(server.TransportHandler):
     def server_info_query(self, tvm_version):
-        mlf = None if IS_TEMPLATE else PROJECT_DIR / project_gen.MLF_FILENAME
-        return server.ServerInfo(PLATFORM, IS_TEMPLATE, mlf, PROJECT_OPTIONS)
+        return project_gen.server_info(PLATFORM, PROJECT_DIR, PROJECT_OPTIONS)
 
     def generate_project(self, model_library_format_path, standalone_crt_dir, project_dir, options):
         if not IS_TEMPLATE:

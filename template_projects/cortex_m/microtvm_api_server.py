@@ -25,7 +25,7 @@ from project_api.emulators.qemu import QemuError, QemuMachine
 from project_api.rpc.transport import SerialTransport
 
 PROJECT_DIR = pathlib.Path(__file__).resolve().parent
-IS_TEMPLATE = not (PROJECT_DIR / project_gen.MLF_FILENAME).exists()
+IS_TEMPLATE = project_gen.is_template(PROJECT_DIR)
 PLATFORM = "cortex_m"
 BOARD_DIR = "board"  # config.mk + memory.ld, written at generation
 FIRMWARE = pathlib.Path("build") / "firmware.elf"
@@ -207,8 +207,7 @@ def _fit_error(board_name: str, make_output: str) -> Optional[str]:
 
 class Handler(server.TransportHandler):
     def server_info_query(self, tvm_version):
-        mlf = None if IS_TEMPLATE else PROJECT_DIR / project_gen.MLF_FILENAME
-        return server.ServerInfo(PLATFORM, IS_TEMPLATE, mlf, PROJECT_OPTIONS)
+        return project_gen.server_info(PLATFORM, PROJECT_DIR, PROJECT_OPTIONS)
 
     def generate_project(self, model_library_format_path, standalone_crt_dir, project_dir, options):
         board = boards.get_board(options["board"], PLATFORM)

@@ -15,7 +15,7 @@ from project_api import boards, project_gen, server
 from project_api.rpc.transport import SubprocessTransport
 
 PROJECT_DIR = pathlib.Path(__file__).resolve().parent
-IS_TEMPLATE = not (PROJECT_DIR / project_gen.MLF_FILENAME).exists()
+IS_TEMPLATE = project_gen.is_template(PROJECT_DIR)
 PLATFORM = "host"
 EXECUTABLE = pathlib.Path("build") / "main"
 CONFIG_MK = "config.mk"
@@ -33,8 +33,7 @@ PROJECT_OPTIONS = server.default_project_options(
 
 class Handler(server.TransportHandler):
     def server_info_query(self, tvm_version):
-        mlf = None if IS_TEMPLATE else PROJECT_DIR / project_gen.MLF_FILENAME
-        return server.ServerInfo(PLATFORM, IS_TEMPLATE, mlf, PROJECT_OPTIONS)
+        return project_gen.server_info(PLATFORM, PROJECT_DIR, PROJECT_OPTIONS)
 
     def generate_project(self, model_library_format_path, standalone_crt_dir, project_dir, options):
         board = boards.get_board(options["board"], PLATFORM)

@@ -26,7 +26,7 @@ import zephyr_config  # noqa: E402
 import zephyr_device  # noqa: E402
 import zephyr_west  # noqa: E402
 
-IS_TEMPLATE = not (PROJECT_DIR / project_gen.MLF_FILENAME).exists()
+IS_TEMPLATE = project_gen.is_template(PROJECT_DIR)
 PLATFORM = "zephyr"
 BUILD_DIR = "build"
 # Zephyr boots in well under a second (QEMU included); replies of a few KiB take ~0.4 s at 115200 baud.
@@ -89,8 +89,7 @@ def _run(argv, env, verbose: bool, what: str) -> None:
 
 class Handler(server.TransportHandler):
     def server_info_query(self, tvm_version):
-        mlf = None if IS_TEMPLATE else PROJECT_DIR / project_gen.MLF_FILENAME
-        return server.ServerInfo(PLATFORM, IS_TEMPLATE, mlf, PROJECT_OPTIONS)
+        return project_gen.server_info(PLATFORM, PROJECT_DIR, PROJECT_OPTIONS)
 
     # ---- generate ---------------------------------------------------------------------------
 
