@@ -1,4 +1,4 @@
-"""Errors shared by the transports, the Project API server and client, and the session.
+"""Errors shared by the transports, the emulators, the Project API server and client, and the session.
 
 The three named server errors travel on the Project API wire by class name (a JSON-RPC server
 error whose ``message`` is the class name), so their names are part of the protocol."""
@@ -14,6 +14,12 @@ class TransportClosedError(Exception):
 
 class UnsupportedTVMVersionError(Exception):
     """The client's TVM version is one this server cannot serve."""
+
+
+class EmulatorError(RuntimeError):
+    """An emulator (QEMU, simavr) is missing, failed to start or misbehaved; the message says which
+    and what to do. Defined here, not in ``emulators``, so the server framework can report it
+    without importing the emulators."""
 
 
 class SessionError(Exception):

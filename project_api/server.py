@@ -30,8 +30,7 @@ import traceback
 from typing import Any, BinaryIO, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import PROTOCOL_VERSION
-from .emulators.process import EmulatorError
-from .errors import IoTimeoutError, TransportClosedError, UnsupportedTVMVersionError
+from .errors import EmulatorError, IoTimeoutError, TransportClosedError, UnsupportedTVMVersionError
 # One definition shared with the transports (seconds; 0 = wait forever).
 from .rpc.transport import TransportTimeouts
 

@@ -17,13 +17,11 @@ import tempfile
 import threading
 from typing import Callable, List, Optional
 
+from ..errors import EmulatorError  # the base of QemuError and SimavrError (process.EmulatorError stays importable)
+
 _live: "set[EmulatorProcess]" = set()
 _live_lock = threading.Lock()
 _cleanup_installed = False
-
-
-class EmulatorError(RuntimeError):
-    """An emulator is missing, failed to start or misbehaved; the message says which and what to do."""
 
 
 def running_emulators() -> List["EmulatorProcess"]:
