@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import pathlib
 import shutil
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import yaml
@@ -32,7 +32,7 @@ MODEL_GLUE_RELPATH = "src/model_glue.c"
 PROJECT_YAML = "project.yaml"
 
 # Never copied from a template into a project.
-_TEMPLATE_SKIP = ("__pycache__", "build", "*.pyc")
+_TEMPLATE_SKIP = ("__pycache__", "build", "logs", "*.pyc")
 
 
 class ProjectGenerationError(ServerError):
@@ -313,56 +313,24 @@ def project_dir_removed_on_failure(project_dir: pathlib.Path):
         raise
 
 
+def lay_out_common(template_dir: pathlib.Path, mlf_path: pathlib.Path, project_dir: pathlib.Path, options: dict,
+                   model: ModelInfo) -> None:
+    """The files every template's project has (see the module docstring), into the prepared
+    ``project_dir``; ``model`` is the MLF's read_mlf."""
+    copy_template(template_dir, project_dir)
+    install_mlf(mlf_path, project_dir, model)
+    copy_device_runtime(project_dir)
+    write_model_glue(model, project_dir / MODEL_GLUE_RELPATH)
+    extract_extra_files(options.get("extra_files_tar"), project_dir)
+    write_project_yaml(project_dir, options, model)
+
+
 def generate_common(template_dir: pathlib.Path, mlf_path: pathlib.Path, project_dir: pathlib.Path,
-                    options: dict, board: Board, model: Optional[ModelInfo] = None) -> ModelInfo:
-    """The steps every template's generate_project shares; returns the model info (``model``: the
-    MLF's read_mlf when the caller has it already). On failure the half-made project directory is
-    removed so a retry starts clean."""
+                    options: dict, board: Board) -> ModelInfo:
+    """lay_out_common after the model is checked to fit the board, with the half-made project
+    directory removed on failure so a retry starts clean; returns the model info."""
     with project_dir_removed_on_failure(project_dir) as project_dir:
-        if model is None:
-            model = read_mlf(mlf_path)
+        model = read_mlf(mlf_path)
         check_model_fits(model, board)
-        copy_template(template_dir, project_dir)
-        install_mlf(mlf_path, project_dir, model)
-        copy_device_runtime(project_dir)
-        write_model_glue(model, project_dir / MODEL_GLUE_RELPATH)
-        extract_extra_files(options.get("extra_files_tar"), project_dir)
-        write_project_yaml(project_dir, options, model)
+        lay_out_common(template_dir, mlf_path, project_dir, options, model)
         return model
-
-
-def compile_definitions(value: Optional[str]) -> List[str]:
-    """The compile_definitions option ('A=1 B', or comma separated) as -D flags."""
-    if not value:
-        return []
-    return [f"-D{d}" for d in value.replace(",", " ").split()]
-
-
-def tool_failure(what: str, returncode: int, output: str) -> str:
-    """The one-line error for a build tool that failed: the first lines of its output that
-    mention an error (else its last lines), which is where compilers and make say why."""
-    lines = output.splitlines()
-    reasons = [line for line in lines if "error" in line.lower()][:3] or lines[-3:]
-    return f"{what} failed (exit status {returncode}): " + " | ".join(reasons)
-
-
-def options_with_defaults(project_dir: pathlib.Path, options: Dict) -> Dict:
-    """Options for build/flash/open_transport of a generated project: what the call set
-    explicitly for an option that applies to the method, else what generation recorded in
-    project.yaml, else the option's default. (See server.Options.applies for why a value the call
-    sent for a generation-time option is not taken.)"""
-    recorded = read_project_yaml(project_dir)
-    explicit = getattr(options, "given", None)  # server.Options knows; a plain dict: None = unset
-    applies = getattr(options, "applies", None)
-    merged = dict(options)
-    for name, value in recorded.items():
-        applies_here = applies is None or name in applies
-        if explicit is None:
-            call_wins = merged.get(name) is not None
-        else:
-            call_wins = name in explicit and applies_here
-        # A recorded null means "generated without it": the truth for a generation-time option,
-        # but for one this method takes, the option's current default stands.
-        if not call_wins and (value is not None or not applies_here):
-            merged[name] = value
-    return merged

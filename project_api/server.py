@@ -18,7 +18,6 @@ import abc
 import argparse
 import base64
 import binascii
-import dataclasses
 import enum
 import json
 import logging
@@ -31,6 +30,9 @@ from typing import Any, BinaryIO, Callable, List, NamedTuple, Optional, Sequence
 
 from . import PROTOCOL_VERSION
 from .errors import EmulatorError, IoTimeoutError, TransportClosedError, UnsupportedTVMVersionError
+# Options are defined in project_api.options; re-exported here under the legacy names.
+from .options import OPTION_TYPES, OptionError, Options, ProjectOption, default_project_options
+from .options import resolve_options as _resolve_options
 # One definition shared with the transports (seconds; 0 = wait forever).
 from .rpc.transport import TransportTimeouts
 
@@ -60,9 +62,6 @@ _LOG = logging.getLogger(__name__)
 # rebuilds them that way) and the human-readable detail goes in data["detail"].
 NAMED_ERRORS = (IoTimeoutError, TransportClosedError, UnsupportedTVMVersionError)
 
-OPTION_TYPES = ("bool", "int", "str")
-
-
 class ErrorCode(enum.IntEnum):
     SERVER_ERROR = -32000  # the handler failed; message says why
     PARSE_ERROR = -32700  # the line is not JSON (or not UTF-8)
@@ -89,112 +88,11 @@ class JSONRPCError(Exception):
         self.message = message
 
 
-@dataclasses.dataclass(frozen=True)
-class ProjectOption:
-    """One project option as advertised by server_info_query.
-
-    ``required`` / ``optional`` name the methods that need / accept the option. ``type`` is the
-    wire type name: "bool", "int" or "str"."""
-
-    name: str
-    choices: Optional[Sequence[Any]] = None
-    default: Any = None
-    type: str = "str"
-    required: Sequence[str] = ()
-    optional: Sequence[str] = ()
-    help: str = ""
-
-    def __post_init__(self):
-        if self.type not in OPTION_TYPES:
-            raise ValueError(f"option '{self.name}': type must be one of {OPTION_TYPES}, not {self.type!r}")
-        # Normalise to tuples so options are hashable and compare equal however they were given.
-        for field in ("required", "optional"):
-            object.__setattr__(self, field, tuple(getattr(self, field) or ()))
-        if self.choices is not None:
-            object.__setattr__(self, "choices", tuple(self.choices))
-
-    def replace(self, attributes: Optional[dict] = None, **changes) -> "ProjectOption":
-        """A copy with fields changed (legacy servers pass a dict, new code keywords)."""
-        return dataclasses.replace(self, **dict(attributes or {}, **changes))
-
-    def to_json(self) -> dict:
-        return {
-            "name": self.name,
-            "choices": None if self.choices is None else list(self.choices),
-            "default": self.default,
-            "type": self.type,
-            "required": list(self.required),
-            "optional": list(self.optional),
-            "help": self.help,
-        }
-
-    @classmethod
-    def from_json(cls, obj: dict) -> "ProjectOption":
-        return cls(
-            name=obj["name"],
-            choices=obj.get("choices"),
-            default=obj.get("default"),
-            type=obj.get("type") or "str",
-            required=obj.get("required") or (),
-            optional=obj.get("optional") or (),
-            help=obj.get("help") or "",
-        )
-
-    def convert(self, value: Any) -> Any:
-        """Return ``value`` as this option's type; raise ValueError saying what was expected."""
-        if self.type == "bool":
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, int) and value in (0, 1):
-                return bool(value)
-            if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
-                return _BOOL_WORDS[value.strip().lower()]
-            raise ValueError(f"want a bool (true/false), got {value!r}")
-        if self.type == "int":
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-            if isinstance(value, str):
-                try:
-                    return int(value.strip(), 0)
-                except ValueError:
-                    pass
-            raise ValueError(f"want an integer, got {value!r}")
-        if isinstance(value, str):
-            return value
-        raise ValueError(f"want a string, got {value!r}")
-
-
-_BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
-
-
 class ServerInfo(NamedTuple):
     platform_name: str
     is_template: bool
     model_library_format_path: Optional[pathlib.Path]  # None (or "") for a template
     project_options: List[ProjectOption]
-
-
-def default_project_options(**changes) -> List[ProjectOption]:
-    """The options most templates share (the legacy set); ``name={"field": value}`` changes one."""
-    options = [
-        ProjectOption("verbose", type="bool", default=False, optional=("generate_project", "build"),
-                      help="Show the build tool's commands and output."),
-        ProjectOption("project_type", type="str", default="host_driven", choices=("host_driven",),
-                      optional=("generate_project",), help="Type of project to generate."),
-        ProjectOption("board", type="str", required=("generate_project",), help="Name of the board to build for."),
-        ProjectOption("warning_as_error", type="bool", default=False, optional=("generate_project",),
-                      help="Compile with -Werror."),
-        ProjectOption("compile_definitions", type="str", optional=("generate_project",),
-                      help="Extra preprocessor definitions, e.g. 'A=1 B' (space or comma separated)."),
-        ProjectOption("extra_files_tar", type="str", optional=("generate_project",),
-                      help="A tar archive whose contents are extracted into the generated project."),
-    ]
-    by_name = {o.name: o for o in options}
-    for name, fields in changes.items():
-        if name not in by_name:
-            raise ValueError(f"option '{name}' is not a default project option ({', '.join(by_name)})")
-        by_name[name] = by_name[name].replace(**fields)
-    return list(by_name.values())
 
 
 class ProjectAPIHandler(metaclass=abc.ABCMeta):
@@ -367,49 +265,12 @@ METHOD_PARAMS = {
 }
 
 
-class Options(dict):
-    """The options a handler receives; ``given`` names those the client set (not defaulted), so a
-    generated project can prefer what it was generated with (project_gen.options_with_defaults)."""
-
-    given: frozenset = frozenset()
-    # Options whose required/optional lists name the method being called: only those can change
-    # what the method does. The legacy host fills in every advertised option's default on every
-    # call, so a generation-time option (board, warning_as_error, ...) arriving with `build` says
-    # nothing about what the user wants; project_gen.options_with_defaults keeps project.yaml's value.
-    applies: frozenset = frozenset()
-
-
 def resolve_options(method: str, declared: Sequence[ProjectOption], given: dict) -> Options:
-    """The typed options dict a handler method receives: every declared option (converted, or its
-    default), unknown keys dropped; raises JSONRPCError naming the option and the method."""
-    resolved = Options()
-    resolved.given = frozenset(o.name for o in declared if given.get(o.name) is not None)
-    resolved.applies = frozenset(o.name for o in declared if method in o.required or method in o.optional)
-    for option in declared:
-        value = given.get(option.name)
-        if value is None:
-            value = option.default
-        else:
-            try:
-                value = option.convert(value)
-            except ValueError as err:
-                raise JSONRPCError(ErrorCode.INVALID_PARAMS, f"method {method}: option '{option.name}': {err}")
-            if option.choices is not None and value not in option.choices:
-                raise JSONRPCError(
-                    ErrorCode.INVALID_PARAMS,
-                    f"method {method}: option '{option.name}' is {value!r}; choose one of: "
-                    + ", ".join(str(c) for c in option.choices),
-                )
-        if value is None and method in option.required:
-            hint = f" (one of: {', '.join(str(c) for c in option.choices)})" if option.choices else ""
-            raise JSONRPCError(
-                ErrorCode.INVALID_PARAMS, f"method {method} requires option '{option.name}'{hint}"
-            )
-        resolved[option.name] = value
-    unknown = sorted(set(given) - set(resolved))
-    if unknown:
-        _LOG.debug("method %s: ignoring unknown options %s", method, ", ".join(unknown))
-    return resolved
+    """options.resolve_options, its OptionError as the INVALID_PARAMS reply."""
+    try:
+        return _resolve_options(method, declared, given)
+    except OptionError as err:
+        raise JSONRPCError(ErrorCode.INVALID_PARAMS, str(err)) from None
 
 
 # ---- the server ----------------------------------------------------------------------------------

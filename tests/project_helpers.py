@@ -45,6 +45,7 @@ def load_server(server_py: Path):
     if server_py not in _servers:
         spec = importlib.util.spec_from_file_location(f"microtvm_api_server_{len(_servers)}", server_py)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # as an import does: the module's classes can find their file
         spec.loader.exec_module(module)
         _servers[server_py] = module
     return _servers[server_py]

@@ -8,7 +8,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from project_api import boards, naming, project_gen, resources
+from project_api import boards, naming, options, project_gen, resources
 from project_api.compiler.native import run_native
 from project_helpers import compiled_mlf, needs_cc
 
@@ -137,8 +137,8 @@ def test_extra_files_tar_is_extracted_and_escapes_refused(sine_mlf, tmp_path):
 
 
 def test_compile_definitions_option():
-    assert project_gen.compile_definitions("A=1 B,C=x") == ["-DA=1", "-DB", "-DC=x"]
-    assert project_gen.compile_definitions(None) == []
+    assert options.compile_definitions("A=1 B,C=x") == ["-DA=1", "-DB", "-DC=x"]
+    assert options.compile_definitions(None) == []
 
 
 def test_build_options_prefer_explicit_then_recorded_then_default(tmp_path):
@@ -148,11 +148,11 @@ def test_build_options_prefer_explicit_then_recorded_then_default(tmp_path):
                 server.ProjectOption("verbose", type="bool", default=False, optional=("build",))]
     project_gen.write_project_yaml(tmp_path, {"project_type": "standalone", "verbose": True})
     resolved = server.resolve_options("build", declared, {})
-    assert project_gen.options_with_defaults(tmp_path, resolved) == {"project_type": "standalone", "verbose": True}
+    assert options.merge_with_project_yaml(tmp_path, resolved) == {"project_type": "standalone", "verbose": True}
     resolved = server.resolve_options("build", declared, {"verbose": "false", "unknown": "x"})
-    assert project_gen.options_with_defaults(tmp_path, resolved) == {"project_type": "standalone", "verbose": False}
+    assert options.merge_with_project_yaml(tmp_path, resolved) == {"project_type": "standalone", "verbose": False}
     (tmp_path / project_gen.PROJECT_YAML).unlink()
-    assert project_gen.options_with_defaults(tmp_path, resolved) == {"project_type": "host_driven", "verbose": False}
+    assert options.merge_with_project_yaml(tmp_path, resolved) == {"project_type": "host_driven", "verbose": False}
 
 
 def test_a_generation_time_option_sent_with_build_does_not_undo_generation(tmp_path):
@@ -164,7 +164,7 @@ def test_a_generation_time_option_sent_with_build_does_not_undo_generation(tmp_p
                 server.ProjectOption("verbose", type="bool", default=False, optional=("generate_project", "build"))]
     project_gen.write_project_yaml(tmp_path, {"warning_as_error": True, "verbose": True})
     resolved = server.resolve_options("build", declared, {"warning_as_error": "false", "verbose": "false"})
-    assert project_gen.options_with_defaults(tmp_path, resolved) == {"warning_as_error": True, "verbose": False}
+    assert options.merge_with_project_yaml(tmp_path, resolved) == {"warning_as_error": True, "verbose": False}
 
 
 def test_a_generation_time_option_generated_without_stays_unset(tmp_path):
@@ -176,5 +176,5 @@ def test_a_generation_time_option_generated_without_stays_unset(tmp_path):
                 server.ProjectOption("port", default="/dev/ttyACM0", optional=("build",))]
     project_gen.write_project_yaml(tmp_path, {"compile_definitions": None, "port": None})
     resolved = server.resolve_options("build", declared, {"compile_definitions": "A=1"})
-    assert project_gen.options_with_defaults(tmp_path, resolved) == {"compile_definitions": None,
+    assert options.merge_with_project_yaml(tmp_path, resolved) == {"compile_definitions": None,
                                                                      "port": "/dev/ttyACM0"}

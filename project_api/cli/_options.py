@@ -14,7 +14,7 @@ import pathlib
 from typing import Dict, Iterator, List, Optional, Sequence
 
 from .. import client, errors, project_gen
-from ..server import ProjectOption
+from ..options import ProjectOption
 from . import TVMCError
 
 
