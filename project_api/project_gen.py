@@ -313,6 +313,17 @@ def project_dir_removed_on_failure(project_dir: pathlib.Path):
         raise
 
 
+def remove_unbuilt(project_dir: pathlib.Path, relpaths: Sequence[str]) -> None:
+    """Remove files and folders the project's type does not build (a project holds only the
+    sources it builds)."""
+    for relpath in relpaths:
+        path = pathlib.Path(project_dir) / relpath
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
 def lay_out_common(template_dir: pathlib.Path, mlf_path: pathlib.Path, project_dir: pathlib.Path, options: dict,
                    model: ModelInfo) -> None:
     """The files every template's project has (see the module docstring), into the prepared

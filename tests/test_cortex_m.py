@@ -11,7 +11,7 @@ import pytest
 
 import lowered_samples
 from cortex_m_helpers import TEMPLATE_DIR, load_server_module, needs_arm_tools
-from project_api import client, project_gen
+from project_api import boards, client, project_gen, standalone
 from project_api.compiler.ir import INPUT, INTERMEDIATE, OUTPUT, KernelCall, LoweredModel, Tensor
 from project_api.compiler.mlf import export_mlf
 from project_api.compiler.native import run_native
@@ -51,9 +51,9 @@ def _model_info(project_dir):
 
 
 def _run_standalone(project_dir):
-    config = SERVER.read_config_mk(project_dir)
-    status, output = run_to_exit(config["QEMU_MACHINE"], pathlib.Path(project_dir) / "build" / "firmware.elf", 60)
-    return status, SERVER.parse_standalone_output(output.decode(), _model_info(project_dir))
+    board = boards.get_board(project_gen.read_project_yaml(project_dir)["board"], "cortex_m")
+    status, output = run_to_exit(SERVER.qemu_machine(board), pathlib.Path(project_dir) / "build" / "firmware.elf", 60)
+    return status, standalone.parse(output.decode(), _model_info(project_dir).outputs)
 
 
 @pytest.mark.slow

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import model_builders
-from cortex_m_helpers import load_server_module, needs_arm_tools
-from project_api import project_gen
+from cortex_m_helpers import needs_arm_tools
+from project_api import project_gen, standalone
 from project_api.compiler.native import run_native
 from project_api.emulators.qemu import run_to_exit
 from project_helpers import compiled_mlf, tvmc
@@ -90,7 +90,7 @@ def test_standalone_image_equals_native(mlf_of, tmp_path, model):
     _create_build_flash(mlf, project, "mps2_an386", "project_type=standalone",
                         f"standalone_inputs={tmp_path / 'in.npz'}")
     status, output = run_to_exit("mps2-an386", project / "build" / "firmware.elf", 60)
-    result = load_server_module().parse_standalone_output(output.decode(), info)
+    result = standalone.parse(output.decode(), info.outputs)
     assert status == 0 and result["status"] == 0
     for got, want in zip(result["outputs"], run_native(mlf, inputs)):
         np.testing.assert_array_equal(got, want)

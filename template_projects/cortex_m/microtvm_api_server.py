@@ -10,33 +10,25 @@ at generation, outputs and timings printed on the UART, exit status through semi
 Used as a template (from template_projects/cortex_m) and as a generated project's server.
 """
 
-import os
 import pathlib
 import re
-import shutil
-import subprocess
-import sys
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
-import numpy as np
-
-from project_api import boards, project_gen, server
+from project_api import boards, project_gen, server, standalone, template, tool_run
 from project_api.emulators.qemu import QemuError, QemuMachine
+from project_api.options import compile_definitions
 from project_api.rpc.transport import SerialTransport
 
-PROJECT_DIR = pathlib.Path(__file__).resolve().parent
-IS_TEMPLATE = project_gen.is_template(PROJECT_DIR)
 PLATFORM = "cortex_m"
 BOARD_DIR = "board"  # config.mk + memory.ld, written at generation
-FIRMWARE = pathlib.Path("build") / "firmware.elf"
+FIRMWARE = "build/firmware.elf"
 STANDALONE_INPUTS_C = "src/standalone_inputs.c"
+# The sources of each project type; a project keeps only its own type's.
+PROJECT_TYPE_SOURCES = {"host_driven": ("src/main_host_driven.c", "src/platform.c", "device_runtime/src"),
+                        "standalone": ("src/main_standalone.c", "src/standalone_inputs.h")}
 FLASH_ORIGIN = 0x00000000  # every Cortex-M board in the catalogue: code at 0, SRAM at 0x20000000
 RAM_ORIGIN = 0x20000000
-# The firmware answers within milliseconds once QEMU runs it; starting QEMU is in open_transport.
-TIMEOUTS = server.TransportTimeouts(
-    session_start_retry_timeout_sec=1.0, session_start_timeout_sec=10.0, session_established_timeout_sec=10.0
-)
-
+ARM_TOOLS_PACKAGES = "apt-get install --no-install-recommends make gcc-arm-none-eabi libnewlib-arm-none-eabi"
 
 PROJECT_OPTIONS = server.default_project_options(
     board={"choices": boards.board_choices(PLATFORM)},
@@ -104,86 +96,6 @@ def write_board_files(board: boards.Board, board_dir: pathlib.Path, *, project_t
         encoding="utf-8")
 
 
-def read_config_mk(project_dir: pathlib.Path) -> Dict[str, str]:
-    path = pathlib.Path(project_dir) / BOARD_DIR / "config.mk"
-    values = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if "=" in line and not line.lstrip().startswith("#"):
-            key, _, value = line.partition("=")
-            values[key.strip()] = value.strip()
-    return values
-
-
-# ---- standalone inputs ----------------------------------------------------------------------
-
-
-def _c_bytes(data: bytes) -> str:
-    rows = [", ".join(f"0x{b:02x}" for b in data[i:i + 16]) for i in range(0, len(data), 16)]
-    return ",\n  ".join(rows)
-
-
-def standalone_inputs_source(model: project_gen.ModelInfo, npz_path: Optional[str]) -> str:
-    """src/standalone_inputs.c: the inputs of a standalone image, checked against the model."""
-    arrays = {}
-    if npz_path:
-        try:
-            with np.load(npz_path, allow_pickle=False) as npz:
-                arrays = {name: npz[name] for name in npz.files}
-        except (OSError, ValueError) as err:
-            raise project_gen.ProjectGenerationError(f"cannot read standalone_inputs {npz_path} as .npz: {err}") from err
-        unknown = set(arrays) - {t.name for t in model.inputs}
-        if unknown:
-            raise project_gen.ProjectGenerationError(
-                f"standalone_inputs {npz_path} has arrays {sorted(unknown)} that are not inputs of model "
-                f"'{model.name}' (inputs: {[t.name for t in model.inputs]})")
-    lines = ["/* Generated at project generation from the standalone_inputs option: do not edit. */",
-             "#include <stdint.h>", "", '#include "standalone_inputs.h"', ""]
-    pointers = []
-    for i, tensor in enumerate(model.inputs):
-        if tensor.name not in arrays:
-            pointers.append("0")  # the zero-initialised input buffer
-            continue
-        given = arrays[tensor.name]
-        value = given.astype(tensor.dtype)
-        if value.size != int(np.prod(tensor.shape)) or not np.array_equal(value, given):
-            raise project_gen.ProjectGenerationError(
-                f"standalone_inputs: '{tensor.name}' is {given.dtype}{list(given.shape)} but the model wants "
-                f"{tensor.dtype}{list(tensor.shape)}; convert it (same element count, values exact in {tensor.dtype})")
-        data = np.ascontiguousarray(value).astype(value.dtype.newbyteorder("<")).tobytes()
-        lines += [f"/* {tensor.name} */", f"static const uint8_t input{i}[{len(data)}] = {{\n  {_c_bytes(data)}\n}};"]
-        pointers.append(f"input{i}")
-    lines += ["", f"const uint8_t *const mtp_standalone_inputs[{max(len(pointers), 1)}] = "
-                  f"{{{', '.join(pointers) or '0'}}};", ""]
-    return "\n".join(lines)
-
-
-def parse_standalone_output(text: str, model: project_gen.ModelInfo) -> dict:
-    """Decode what a standalone image printed: {"outputs": [ndarray], "ticks": {runs: ticks},
-    "tick_hz", "stack_bytes", "status"}. Raises ValueError when the output is incomplete."""
-    result = {"outputs": [None] * len(model.outputs), "ticks": {}}
-    lines = text.splitlines()
-    if "end" not in (line.strip() for line in lines):
-        raise ValueError(f"the standalone image stopped before printing 'end'; it printed: {text[-300:]!r}")
-    for line in lines:
-        fields = line.split()
-        if not fields:
-            continue
-        if fields[0] == "output" and len(fields) == 3:
-            index = int(fields[1], 16)
-            tensor = model.outputs[index]
-            raw = bytes.fromhex(fields[2])
-            result["outputs"][index] = np.frombuffer(raw, dtype=np.dtype(tensor.dtype).newbyteorder("<")) \
-                .astype(tensor.dtype).reshape(tensor.shape)
-        elif fields[0] == "ticks" and len(fields) == 3:
-            result["ticks"][int(fields[1], 16)] = int(fields[2], 16)
-        elif fields[0] in ("tick_hz", "stack", "status") and len(fields) == 2:
-            key = {"stack": "stack_bytes"}.get(fields[0], fields[0])
-            result[key] = int(fields[1], 16)
-    if any(o is None for o in result["outputs"]) or "status" not in result:
-        raise ValueError(f"the standalone image's output lacks outputs or status: {text[-300:]!r}")
-    return result
-
-
 # ---- build ------------------------------------------------------------------------------------
 
 _REGION_USAGE = re.compile(r"^\s*(FLASH|RAM):\s+(\d+)\s*(B|KB|MB|GB)\s+(\d+)\s*(B|KB|MB|GB)", re.MULTILINE)
@@ -205,74 +117,61 @@ def _fit_error(board_name: str, make_output: str) -> Optional[str]:
             + ". Pick a board with more memory, a smaller model, or a smaller stack_size_bytes")
 
 
-class Handler(server.TransportHandler):
-    def server_info_query(self, tvm_version):
-        return project_gen.server_info(PLATFORM, PROJECT_DIR, PROJECT_OPTIONS)
+class Handler(template.TemplateHandler):
+    PLATFORM = PLATFORM
+    PROJECT_OPTIONS = PROJECT_OPTIONS
 
-    def generate_project(self, model_library_format_path, standalone_crt_dir, project_dir, options):
-        board = boards.get_board(options["board"], PLATFORM)
+    def check_generation_options(self, options, board):
         if options["standalone_runs"] < 1:
             raise server.ServerError(f"standalone_runs must be at least 1, not {options['standalone_runs']}")
         if options["stack_size_bytes"] < 512 or options["stack_size_bytes"] % 8:
             raise server.ServerError(
                 f"stack_size_bytes must be a multiple of 8 and at least 512, not {options['stack_size_bytes']}")
-        options = dict(options, board=board.name)
-        project_dir = pathlib.Path(project_dir)
-        model = project_gen.read_mlf(model_library_format_path)
-        inputs_c = None
-        if options["project_type"] == "standalone":  # checked before anything is written
-            inputs_c = standalone_inputs_source(model, options.get("standalone_inputs"))
-        project_gen.generate_common(PROJECT_DIR, model_library_format_path, project_dir, options, board, model)
-        write_board_files(board, project_dir / BOARD_DIR, project_type=options["project_type"],
+        return options
+
+    def write_build_files(self, project_dir, model, board, options):
+        project_type = options["project_type"]
+        write_board_files(board, project_dir / BOARD_DIR, project_type=project_type,
                           stack_size_bytes=options["stack_size_bytes"], standalone_runs=options["standalone_runs"],
                           warning_as_error=options["warning_as_error"],
-                          define_flags=project_gen.compile_definitions(options["compile_definitions"]))
-        if inputs_c is not None:
-            (project_dir / STANDALONE_INPUTS_C).write_text(inputs_c, encoding="utf-8")
+                          define_flags=compile_definitions(options["compile_definitions"]))
+        if project_type == "standalone":
+            (project_dir / STANDALONE_INPUTS_C).write_text(
+                standalone.inputs_source(model, options.get("standalone_inputs")), encoding="utf-8")
+        other_uarts = [f"src/{p.name}" for p in (project_dir / "src").glob("uart_*.c") if p.stem != f"uart_{board.extra['uart']}"]
+        project_gen.remove_unbuilt(project_dir, other_uarts + [source for other_type, sources in PROJECT_TYPE_SOURCES.items()
+                                                              if other_type != project_type for source in sources])
 
-    def _require_project(self, method):
-        if IS_TEMPLATE:
-            raise server.ServerError(f"{method} needs a generated project; {PROJECT_DIR} is the cortex_m template "
-                                     "(run tvmc micro create first)")
-
-    def _board(self) -> boards.Board:
-        return boards.get_board(read_config_mk(PROJECT_DIR)["BOARD"], PLATFORM)
+    def readme_values(self, model, board, options):
+        return dict(super().readme_values(model, board, options), qemu_machine=qemu_machine(board),
+                    run=("`make run` starts the image on QEMU; it prints its records and exits with the model's "
+                         "status. `make run | python3 -m project_api.standalone_output .` prints them as values"
+                         if options["project_type"] == "standalone" else
+                         "the image serves the host-driven RPC on its UART: `tvmc run --device micro .` starts "
+                         "QEMU, sets the inputs, runs the model and prints the outputs as values"))
 
     def build(self, options):
-        self._require_project("build")
+        options = self.generated_options("build", options)
         for tool in ("make", "arm-none-eabi-gcc"):
-            if shutil.which(tool) is None:
-                raise server.ServerError(
-                    f"build needs `{tool}`: apt-get install --no-install-recommends make gcc-arm-none-eabi libnewlib-arm-none-eabi")
-        argv = ["make", "-C", str(PROJECT_DIR), f"-j{os.cpu_count() or 1}"]
-        result = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if options.get("verbose") or result.returncode != 0:
-            sys.stderr.write(result.stdout)
-        if result.returncode != 0:
-            raise server.ServerError(_fit_error(self._board().name, result.stdout)
-                                     or project_gen.tool_failure("make", result.returncode, result.stdout))
+            self.require_tool(tool, f"build needs `{tool}`: {ARM_TOOLS_PACKAGES}")
+        board = self.board()
+        self.run_tool(template.make_argv(self.project_dir), "make", options.get("verbose"),
+                      explain=lambda what, status, output: _fit_error(board.name, output)
+                      or tool_run.failure_line(what, status, output))
 
     def flash(self, options):
         # Nothing to program: QEMU loads the ELF when the transport opens.
-        self._require_project("flash")
-        self._firmware()
-
-    def _firmware(self) -> pathlib.Path:
-        firmware = PROJECT_DIR / FIRMWARE
-        if not firmware.is_file():
-            raise server.ServerError(f"{firmware} does not exist; build the project first (tvmc micro build)")
-        return firmware
+        self.require_project("flash")
+        self.require_built(FIRMWARE)
 
     def open_transport(self, options):
-        self._require_project("open_transport")
-        config = read_config_mk(PROJECT_DIR)
-        if config.get("PROJECT_TYPE") != "host_driven":
+        options = self.generated_options("open_transport", options)
+        if options["project_type"] != "host_driven":
             raise server.ServerError(
                 "this is a standalone project: it runs without a host session; start it with `make run` "
                 "in the project (it prints its outputs and exits)")
-        firmware = self._firmware()
-        qemu = QemuMachine(config["QEMU_MACHINE"], firmware)
-        return self.attach_transport(lambda: SerialTransport(qemu.serial_url, timeouts=TIMEOUTS), qemu)
+        qemu = QemuMachine(qemu_machine(self.board()), self.require_built(FIRMWARE))
+        return self.attach_transport(lambda: SerialTransport(qemu.serial_url, timeouts=self.TIMEOUTS), qemu)
 
     def transport_closed_error(self, err):
         """The link went away: say why when QEMU exited (exit status 2 = a fault in the firmware)."""
