@@ -125,7 +125,8 @@ class TemplateHandler(TransportHandler):
                           options: dict) -> None:
         """Hook: the files that tell the build what the options chose (config.mk, prj.conf ...)."""
 
-    def readme_values(self, model: project_gen.ModelInfo, board: boards.Board, options: dict) -> dict:
+    def readme_values(self, project_dir: pathlib.Path, model: project_gen.ModelInfo, board: boards.Board,
+                      options: dict) -> dict:
         """The $names project_readme.md may use; a template adds its own."""
         def tensors(ts):
             return "\n".join(f"- `{t.name}`: {t.dtype}{list(t.shape)} ({t.size_bytes:,} B)" for t in ts)
@@ -138,7 +139,7 @@ class TemplateHandler(TransportHandler):
         source = self.project_dir / PROJECT_README_TEMPLATE
         if not source.is_file():
             return
-        text = string.Template(source.read_text(encoding="utf-8")).substitute(self.readme_values(model, board, options))
+        text = string.Template(source.read_text(encoding="utf-8")).substitute(self.readme_values(project_dir, model, board, options))
         (project_dir / PROJECT_README).write_text(text, encoding="utf-8")
         (project_dir / PROJECT_README_TEMPLATE).unlink(missing_ok=True)
 

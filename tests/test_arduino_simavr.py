@@ -102,11 +102,11 @@ def test_many_inputs_equal_native(mega_project):
 def test_built_firmware_ram_is_checked(mega_project):
     project, _ = mega_project
     proj = load_server(project / "microtvm_api_server.py")
-    elf = proj.firmware_elf(project)
+    elf = proj.arduino_sketch.firmware_elf(project)
     board = boards.get_board("mega2560_simavr")
-    proj.check_avr_firmware_ram(elf, board)  # fits the real Mega
+    proj.arduino_sketch.check_avr_firmware_ram(elf, board)  # fits the real Mega
     with pytest.raises(server.ServerError, match=r"uses [\d,]+ B of static RAM .* more than the 1,500 B"):
-        proj.check_avr_firmware_ram(elf, dataclasses.replace(board, ram_bytes=1500))
+        proj.arduino_sketch.check_avr_firmware_ram(elf, dataclasses.replace(board, ram_bytes=1500))
 
 
 def test_open_transport_needs_flash(tmp_path_factory):

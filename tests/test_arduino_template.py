@@ -24,7 +24,7 @@ AVR_CFLAGS = ["-std=gnu11", "-Os", "-Wall", "-Wextra", "-Werror"]
 
 def call(module, method, *args, **options):
     """Call a handler method with options resolved as the Project API framework resolves them."""
-    resolved = server.resolve_options(method, module.PROJECT_OPTIONS, options)
+    resolved = server.resolve_options(method, module.Handler.PROJECT_OPTIONS, options)
     return getattr(module.Handler(), method)(*args, resolved)
 
 

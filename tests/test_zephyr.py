@@ -47,7 +47,7 @@ def hello_mlf(tmp_path_factory):
 
 def generate(mlf, project_dir, **given):
     """generate_project through the framework's option handling, as a client's call would go."""
-    options = server.resolve_options("generate_project", SERVER.PROJECT_OPTIONS, given)
+    options = server.resolve_options("generate_project", SERVER.Handler.PROJECT_OPTIONS, given)
     SERVER.Handler().generate_project(pathlib.Path(mlf), None, pathlib.Path(project_dir), options)
     return pathlib.Path(project_dir)
 

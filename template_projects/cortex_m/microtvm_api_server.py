@@ -142,8 +142,8 @@ class Handler(template.TemplateHandler):
         project_gen.remove_unbuilt(project_dir, other_uarts + [source for other_type, sources in PROJECT_TYPE_SOURCES.items()
                                                               if other_type != project_type for source in sources])
 
-    def readme_values(self, model, board, options):
-        return dict(super().readme_values(model, board, options), qemu_machine=qemu_machine(board),
+    def readme_values(self, project_dir, model, board, options):
+        return dict(super().readme_values(project_dir, model, board, options), qemu_machine=qemu_machine(board),
                     run=("`make run` starts the image on QEMU; it prints its records and exits with the model's "
                          "status. `make run | python3 -m project_api.standalone_output .` prints them as values"
                          if options["project_type"] == "standalone" else
