@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from project_api import boards, project_gen, server
+from project_api import boards, options, project_gen, server
 
 PROJECT_TYPES = ("host_driven", "aot_standalone_demo")
 
@@ -108,8 +108,8 @@ def compile_definitions(board: boards.Board, project_type: str, user_definitions
     definitions = [f"MTP_RX_RING_BYTES={RX_RING_BYTES}"]
     if project_type == "aot_standalone_demo" and _exits_when_done(board):
         definitions.append("MTP_EXIT_WHEN_DONE=1")
-    # project_gen's parser gives -D flags; CMake's compile definitions take them without the -D.
-    definitions += [flag[2:] for flag in project_gen.compile_definitions(user_definitions)]
+    # options.compile_definitions gives -D flags; CMake's compile definitions take them without the -D.
+    definitions += [flag[2:] for flag in options.compile_definitions(user_definitions)]
     return definitions
 
 
