@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import yaml
 
@@ -41,7 +41,12 @@ _FIELDS = {f.name for f in dataclasses.fields(Board)} - {"name", "extra", "alias
 
 @functools.lru_cache(maxsize=None)
 def _catalogue() -> Dict[str, Board]:
-    path = resources.boards_file()
+    return load_catalogue(resources.boards_file())
+
+
+def load_catalogue(path) -> Dict[str, Board]:
+    """The boards of a catalogue file (boards/boards.yaml, or the boards.yaml a template outside
+    this repository brings beside its server), by name."""
     with open(path, encoding="utf-8") as f:
         raw = yaml.safe_load(f) or {}
     boards: Dict[str, Board] = {}
@@ -66,15 +71,16 @@ def board_names(platform: Optional[str] = None) -> List[str]:
     return sorted(b.name for b in all_boards(platform))
 
 
-def get_board(name: str, platform: Optional[str] = None) -> Board:
-    """Look a board up by name, legacy alias or Zephyr board name (``mps2/an385``); raise
-    UnknownBoardError naming the choices."""
-    for board in all_boards(platform):
+def get_board(name: str, platform: Optional[str] = None, extra: Sequence[Board] = ()) -> Board:
+    """Look a board up by name, legacy alias or Zephyr board name (``mps2/an385``), in the
+    catalogue and ``extra``; raise UnknownBoardError naming the choices."""
+    candidates = all_boards(platform) + [b for b in extra if platform is None or b.platform == platform]
+    for board in candidates:
         if name == board.name or name in board.aliases or (board.zephyr_board and name == board.zephyr_board):
             return board
     where = f" for platform '{platform}'" if platform else ""
     raise UnknownBoardError(
-        f"unknown board '{name}'{where}; known boards: {', '.join(board_names(platform))}"
+        f"unknown board '{name}'{where}; known boards: {', '.join(sorted(b.name for b in candidates))}"
     )
 
 

@@ -169,7 +169,7 @@ def merge_with_project_yaml(project_dir: pathlib.Path, options: Dict) -> Dict:
     explicitly for an option that applies to the method, else what generation recorded in
     project.yaml, else the option's default. (See Options.applies for why a value the call
     sent for a generation-time option is not taken.)"""
-    from .project_gen import read_project_yaml  # project_gen imports this module
+    from .project_gen import read_project_yaml  # here: project_gen imports this module
 
     recorded = read_project_yaml(project_dir)
     explicit = getattr(options, "given", None)  # Options knows; a plain dict: None = unset

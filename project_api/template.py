@@ -36,6 +36,8 @@ from .server import ServerError, ServerInfo, TransportHandler, TransportTimeouts
 # In a template folder: the README of the projects it generates (string.Template: $board ...).
 PROJECT_README_TEMPLATE = "project_readme.md"
 PROJECT_README = "README.md"
+# Beside a server: boards of a template kept outside this repository (the catalogue is boards/boards.yaml).
+TEMPLATE_BOARDS_FILE = "boards.yaml"
 LOG_DIR = "logs"  # in a generated project: one log per tool run (logs/make.log ...)
 
 
@@ -80,8 +82,10 @@ class TemplateHandler(TransportHandler):
                               "template (run tvmc micro create first)")
 
     def resolve_board(self, name: str) -> boards.Board:
+        own_boards = self.project_dir / TEMPLATE_BOARDS_FILE
+        extra = list(boards.load_catalogue(own_boards).values()) if own_boards.is_file() else []
         try:
-            return boards.get_board(name, self.PLATFORM)
+            return boards.get_board(name, self.PLATFORM, extra)
         except boards.UnknownBoardError as err:
             raise ServerError(f"{err} (add others to boards/boards.yaml)") from None
 

@@ -1,8 +1,10 @@
 """Black-box conformance of Project API servers: each test starts a server as a subprocess (on the
 two pipes a client would give it) and checks the JSON-RPC lines it writes back (docs/project-api.md).
 
-The loopback server (tests/project_api_servers/loopback) exercises every method and error; the
-host template's server is checked for the parts a template can answer.
+The loopback server (tests/project_api_servers/loopback) exercises every method and error; every
+template found on disk (template_projects/*, and the throwaway template of
+tests/project_api_servers/throwaway, written as a newcomer would) is checked for the parts a
+template can answer, so a new template is tested the day it is added.
 """
 
 import base64
@@ -19,6 +21,8 @@ import pytest
 from project_api import client, errors, resources
 
 LOOPBACK_DIR = pathlib.Path(__file__).resolve().parent / "project_api_servers" / "loopback"
+THROWAWAY_DIR = LOOPBACK_DIR.parent / "throwaway"
+TEMPLATE_DIRS = [resources.template_dir(name) for name in resources.available_templates()] + [THROWAWAY_DIR]
 REPLY_TIMEOUT_SEC = 20.0
 OPTION_FIELDS = {"name", "choices", "default", "type", "required", "optional", "help"}
 
@@ -100,6 +104,14 @@ def host_template():
     assert server.close() == 0
 
 
+@pytest.fixture(scope="module", params=TEMPLATE_DIRS, ids=lambda d: d.name)
+def any_template(request):
+    server = RawServer(request.param)
+    server.directory = request.param
+    yield server
+    assert server.close() == 0, "the server must exit cleanly at EOF"
+
+
 def _good_request_still_answered(server):
     assert server.result("server_info_query", {"tvm_version": "0.27.0"})["protocol_version"] == 1
 
@@ -173,9 +185,42 @@ def test_host_template_rejects_unknown_board(host_template, tmp_path):
 
 
 @pytest.mark.parametrize("method", ["build", "flash", "open_transport"])
-def test_host_template_refuses_project_methods(host_template, method):
-    error = host_template.error(method, {"options": {}}, -32000)
-    assert "generated project" in error["message"]
+def test_a_template_refuses_project_methods(any_template, method):
+    error = any_template.error(method, {"options": {}}, -32000)
+    assert "generated project" in error["message"] and "\n" not in error["message"]
+
+
+# ---- every template on disk --------------------------------------------------------------------
+
+
+def test_a_template_describes_itself(any_template):
+    info = any_template.result("server_info_query", {"tvm_version": "0.27.0"})
+    assert info["platform_name"] == any_template.directory.name
+    assert info["is_template"] is True and info["model_library_format_path"] == ""
+    options = {o["name"]: o for o in info["project_options"]}
+    assert {"verbose", "project_type", "board", "warning_as_error", "compile_definitions",
+            "extra_files_tar"} <= set(options)
+    for option in options.values():
+        assert set(option) == OPTION_FIELDS and option["type"] in ("bool", "int", "str") and option["help"]
+
+
+def test_a_template_refuses_an_unknown_board_and_leaves_nothing(any_template, tmp_path):
+    error = any_template.call("generate_project", {
+        "model_library_format_path": str(tmp_path / "m.tar"), "standalone_crt_dir": None,
+        "project_dir": str(tmp_path / "p"), "options": {"board": "no_such_board"}})["error"]
+    assert "no_such_board" in error["message"] and "\n" not in error["message"]
+    assert not (tmp_path / "p").exists()
+
+
+def test_a_template_refuses_a_missing_archive_and_leaves_nothing(any_template, tmp_path):
+    info = any_template.result("server_info_query", {"tvm_version": "0.27.0"})
+    board = next(o for o in info["project_options"] if o["name"] == "board")
+    some_board = board["default"] or (board["choices"] or [None])[0] or "qemu_cortex_m3"
+    error = any_template.error("generate_project", {
+        "model_library_format_path": str(tmp_path / "missing.tar"), "standalone_crt_dir": None,
+        "project_dir": str(tmp_path / "p"), "options": {"board": some_board}}, -32000)
+    assert "missing.tar does not exist" in error["message"] and "\n" not in error["message"]
+    assert not (tmp_path / "p").exists()
 
 
 # ---- handler errors ----------------------------------------------------------------------------

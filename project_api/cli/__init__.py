@@ -43,11 +43,7 @@ def build_parser(argv: List[str]) -> argparse.ArgumentParser:
         if wanted is not None and name != wanted:
             sub.add_parser(name)
             continue
-        try:
-            command = _load(name)
-        except ImportError as err:  # a command still being written must not break the others
-            sub.add_parser(name, help=f"(unavailable: {err})")
-            continue
+        command = _load(name)  # a command that cannot be imported is a bug: its traceback says where
         cmd_parser = sub.add_parser(name, help=command.help, description=command.help)
         command.add_arguments(cmd_parser, argv)
         cmd_parser.set_defaults(_command=command)

@@ -4,7 +4,7 @@
     tvmc micro build  [-f] PROJECT_DIR PLATFORM [--project-option ...]
     tvmc micro flash       PROJECT_DIR PLATFORM [--project-option ...]
 
-PLATFORM is a template name (host, cortex_m, ...; ``crt`` is the legacy name of host) or
+PLATFORM is a template name (a folder of template_projects/; ``crt`` is the legacy name of host) or
 ``template`` with ``--template-dir``. The options come from the platform's server: ``--list-options``
 prints them, and ``--help`` shows them when PLATFORM is on the line.
 """
@@ -75,8 +75,8 @@ class MicroCommand:
             sub.add_argument("project_dir", metavar="PROJECT_DIR")
             if action == "create":
                 sub.add_argument("mlf", metavar="MLF", help="the Model Library Format archive (tvmc compile)")
-            sub.add_argument("platform", metavar="PLATFORM",
-                             help="host, cortex_m, zephyr, arduino, crt (= host) or 'template' with --template-dir")
+            sub.add_argument("platform", metavar="PLATFORM", help=", ".join(resources.available_templates())
+                             + ", crt (= host), or 'template' with --template-dir")
             sub.add_argument("--template-dir", help="the template folder, for PLATFORM 'template'")
             add_project_option_argument(sub)
             sub.add_argument("--list-options", action="store_true", help="print the platform's project options and exit")
