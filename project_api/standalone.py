@@ -110,8 +110,8 @@ def describe(result: dict, outputs) -> List[str]:
     """The decoded records as lines a person reads."""
     lines = []
     for tensor, value in zip(outputs, result["outputs"]):
-        with np.printoptions(precision=6, suppress=True, threshold=64):
-            lines.append(f"output {tensor.name} ({tensor.dtype}{list(tensor.shape)}): {value.tolist() if value.size <= 16 else value}")
+        values = np.array2string(value, precision=6, separator=", ", threshold=64)
+        lines.append(f"output {tensor.name} ({tensor.dtype}{list(tensor.shape)}): {values}")
     lines.append(f"status {result['status']}" + (" (ok)" if result["status"] == 0 else " (the model failed)"))
     per_run = ticks_per_inference(result["ticks"])
     if per_run is not None:
