@@ -18,7 +18,6 @@ and printed beside the published figure of a static-runtime generator for TVM on
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import pathlib
 import subprocess
 import sys
@@ -30,7 +29,7 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from project_api import client, project_gen, resources  # noqa: E402
+from project_api import client, project_gen, resources, standalone  # noqa: E402
 from project_api.emulators.qemu import run_to_exit  # noqa: E402
 
 FIXTURES = REPO.parent / "shared" / "fixtures" / "models"
@@ -49,14 +48,6 @@ BOARD, MACHINE = "mps2_an386", "mps2-an386"
 TARGET_ROM, TARGET_RAM = 4096, 1536  # float sine model, whole image
 PEER = ("static-runtime generator for TVM (published, RV32GC)", 5900, 2300)
 ROM_SECTIONS = (".vectors", ".text", ".rodata", ".ARM.exidx", ".data")
-
-
-def _server_module():
-    path = resources.template_dir("cortex_m") / "microtvm_api_server.py"
-    spec = importlib.util.spec_from_file_location("cortex_m_api_server", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def model_source(name: str, work: pathlib.Path) -> pathlib.Path:
@@ -82,7 +73,7 @@ def section_sizes(elf: pathlib.Path) -> dict:
     return sizes
 
 
-def measure(name: str, work: pathlib.Path, runs: int, server) -> dict:
+def measure(name: str, work: pathlib.Path, runs: int) -> dict:
     mlf = work / f"{name}.tar"
     subprocess.run([sys.executable, "-m", "project_api", "compile", str(model_source(name, work)), "-o", str(mlf)],
                    check=True, capture_output=True)
@@ -100,7 +91,7 @@ def measure(name: str, work: pathlib.Path, runs: int, server) -> dict:
         api.build({})
     elf = project / "build" / "firmware.elf"
     status, output = run_to_exit(MACHINE, elf, timeout_sec=600)
-    result = server.parse_standalone_output(output.decode(), info)
+    result = standalone.parse(output.decode(), info.outputs)
     if status != 0:
         raise SystemExit(f"{name}: the standalone image exited with status {status}")
     sizes = section_sizes(elf)
@@ -127,7 +118,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.runs < 2:
         parser.error("--runs must be at least 2")
-    server = _server_module()
     print(f"standalone images on {BOARD} (QEMU {MACHINE}, -icount shift=0), arm-none-eabi-gcc -Os, newlib-nano")
     header = f"{'model':<14}{'ROM B':>9}{'RAM B':>8}{'stack':>7}{'.text':>8}{'.rodata':>9}{'.data':>7}{'.bss':>8}" \
              f"{'arena':>8}{'instr/inference':>17}"
@@ -136,7 +126,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="footprint-") as tmp:
         for name in args.models:
             started = time.monotonic()
-            r = results[name] = measure(name, pathlib.Path(tmp), args.runs + 1, server)
+            r = results[name] = measure(name, pathlib.Path(tmp), args.runs + 1)
             print(f"{name:<14}{r['rom']:>9,}{r['ram']:>8,}{r['stack']:>7,}{r['text']:>8,}{r['rodata']:>9,}"
                   f"{r['data']:>7,}{r['bss']:>8,}{r['arena']:>8,}{r['instructions']:>17,.0f}"
                   f"   (+-{r['tick_resolution']:.0f}; {time.monotonic() - started:.1f} s)")

@@ -74,7 +74,7 @@ def _tvmc(*argv):
 
 
 def instructions_per_inference(lowered, board_name: str, work: Path) -> int:
-    from project_api import boards, project_gen
+    from project_api import boards, project_gen, standalone
     from project_api.compiler.mlf import export_mlf
     from project_api.emulators.qemu import run_to_exit
 
@@ -90,7 +90,7 @@ def instructions_per_inference(lowered, board_name: str, work: Path) -> int:
     server = load_server_module()
     machine = server.qemu_machine(boards.get_board(board_name, "cortex_m"))
     status, output = run_to_exit(machine, project / "build" / "firmware.elf", 600)
-    result = server.parse_standalone_output(output.decode(), project_gen.read_mlf(mlf))
+    result = standalone.parse(output.decode(), project_gen.read_mlf(mlf).outputs)
     if status != 0 or result["status"] != 0:
         raise RuntimeError(f"{board_name}: the image failed (exit {status}, model status {result['status']})")
     ticks = result["ticks"]

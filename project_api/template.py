@@ -54,9 +54,11 @@ class TemplateHandler(TransportHandler):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        module = sys.modules.get(cls.__module__)
-        if getattr(module, "__file__", None):
-            cls.project_dir = pathlib.Path(module.__file__).resolve().parent
+        module_file = getattr(sys.modules.get(cls.__module__), "__file__", None)
+        if module_file is None:
+            raise TypeError(f"{cls.__name__}: module {cls.__module__} has no file; a template server is a "
+                            "microtvm_api_server.py run as a script or imported (registered in sys.modules)")
+        cls.project_dir = pathlib.Path(module_file).resolve().parent
 
     # ---- what the server is ----------------------------------------------------------------
 
