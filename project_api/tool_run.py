@@ -53,11 +53,13 @@ def run_tool(argv: Sequence[str], what: str, log_path: pathlib.Path, *, cwd: Opt
     """Run ``argv`` to completion and return its output (stdout and stderr, interleaved).
 
     The output goes to ``log_path`` (overwritten; the command line first). ``stream`` (default
-    stderr) gets ``<what>: ok in 3.2 s (log: ...)``, or every line as it comes when verbose.
+    stderr) gets ``<what>: ok in 3.2 s (log: ...)``, or every line as it comes when verbose; on a
+    terminal one line shows the elapsed time and the tool's latest line while it runs.
     A non-zero exit raises ToolError with ``explain(what, returncode, output)`` (default
     ``failure_line``) and the log's path."""
     stream = stream or sys.stderr
     verbose = verbose or verbose_from_env()
+    live = not verbose and stream.isatty()  # rewrite one status line in place
     log_path = pathlib.Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
@@ -76,7 +78,13 @@ def run_tool(argv: Sequence[str], what: str, log_path: pathlib.Path, *, cwd: Opt
                 log.write(line)
                 if verbose:
                     stream.write(line)
+                elif live:
+                    status = f"{what}: {time.monotonic() - start:.0f} s  {line.strip()}"
+                    stream.write("\r\033[K" + status[:shutil.get_terminal_size().columns - 1])
+                    stream.flush()
         returncode = proc.returncode
+    if live:
+        stream.write("\r\033[K")
     output = "".join(lines)
     elapsed = time.monotonic() - start
     if returncode != 0:
