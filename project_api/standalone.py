@@ -4,8 +4,8 @@ at generation (``inputs_source``) and the one reader of the records they print (
 The image prints exact bytes in hex (no printf, no float formatting on the device); this module
 turns them back into arrays. From a shell, in a generated project::
 
-    make run | python3 -m project_api.standalone .       # cortex_m
-    python3 -m project_api.standalone . < console.txt     # any captured console
+    make run                                              # cortex_m: its Makefile pipes through this
+    python3 -m project_api.standalone . < console.txt     # any captured console (zephyr, ...)
 
 prints each output as values (with its name, dtype and shape), the run's status, ticks per
 inference and stack use.
@@ -136,7 +136,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"standalone: error: {err}", file=sys.stderr)
         return 1
     print("\n".join(describe(result, model.outputs)))
-    return 0
+    return 0 if result["status"] == 0 else 1  # as the image's own exit status would say
 
 
 if __name__ == "__main__":

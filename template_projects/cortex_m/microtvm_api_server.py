@@ -144,8 +144,9 @@ class Handler(template.TemplateHandler):
 
     def readme_values(self, project_dir, model, board, options):
         return dict(super().readme_values(project_dir, model, board, options), qemu_machine=qemu_machine(board),
-                    run=("`make run` starts the image on QEMU; it prints its records and exits with the model's "
-                         "status. `make run | python3 -m project_api.standalone .` prints them as values"
+                    run=("`make run` starts the image on QEMU; it runs the model, prints the outputs as values "
+                         "(decoded by microtvm-projects' `python3 -m project_api.standalone`, when installed), the "
+                         "time per inference and the stack used, and exits with the model's status"
                          if options["project_type"] == "standalone" else
                          "the image serves the host-driven RPC on its UART: `tvmc run --device micro .` starts "
                          "QEMU, sets the inputs, runs the model and prints the outputs as values"))
