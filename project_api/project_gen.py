@@ -23,8 +23,9 @@ import yaml
 from . import __version__, naming, resources
 from .boards import Board
 from .compiler import mlf
-from .options import compile_definitions, merge_with_project_yaml
 from .server import ServerError, ServerInfo
+
+from .options import compile_definitions, merge_with_project_yaml  # noqa: I100 (kept apart from the MLF import)
 from .tool_run import failure_line
 
 MLF_FILENAME = "model.tar"

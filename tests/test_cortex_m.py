@@ -11,13 +11,14 @@ import pytest
 
 import lowered_samples
 from cortex_m_helpers import TEMPLATE_DIR, load_server_module, needs_arm_tools
-from project_api import boards, client, project_gen, standalone
+from project_api import client, project_gen
 from project_api.compiler.ir import INPUT, INTERMEDIATE, OUTPUT, KernelCall, LoweredModel, Tensor
 from project_api.compiler.mlf import export_mlf
 from project_api.compiler.native import run_native
 from project_api.emulators.qemu import run_to_exit
 from project_api.rpc.transport import ProjectAPITransport
 from project_api.session import Session
+from project_api.standalone import parse as decode_standalone
 
 pytestmark = needs_arm_tools
 
@@ -51,9 +52,9 @@ def _model_info(project_dir):
 
 
 def _run_standalone(project_dir):
-    board = boards.get_board(project_gen.read_project_yaml(project_dir)["board"], "cortex_m")
+    board = SERVER.boards.get_board(project_gen.read_project_yaml(project_dir)["board"], "cortex_m")
     status, output = run_to_exit(SERVER.qemu_machine(board), pathlib.Path(project_dir) / "build" / "firmware.elf", 60)
-    return status, standalone.parse(output.decode(), _model_info(project_dir).outputs)
+    return status, decode_standalone(output.decode(), _model_info(project_dir).outputs)
 
 
 @pytest.mark.slow
