@@ -25,7 +25,7 @@ from .boards import Board
 from .compiler import mlf
 from .server import ServerError, ServerInfo
 
-from .options import compile_definitions, merge_with_project_yaml  # noqa: I100 (kept apart from the MLF import)
+from .options import compile_definitions, merge_with_project_yaml
 from .tool_run import failure_line
 
 MLF_FILENAME = "model.tar"
