@@ -33,7 +33,7 @@ from . import boards, project_gen, tool_run
 from .options import ProjectOption, merge_with_project_yaml
 from .server import ServerError, ServerInfo, TransportHandler, TransportTimeouts
 
-# In a template folder: the README of the projects it generates (string.Template: $board ...).
+# In a template folder: the README of the projects it generates (string.Template: $board ..., $$ for a $).
 PROJECT_README_TEMPLATE = "project_readme.md"
 PROJECT_README = "README.md"
 # Beside a server: boards of a template kept outside this repository (the catalogue is boards/boards.yaml).
@@ -145,24 +145,25 @@ class TemplateHandler(TransportHandler):
         source = self.project_dir / PROJECT_README_TEMPLATE
         if not source.is_file():
             return
-        text = string.Template(source.read_text(encoding="utf-8")).substitute(self.readme_values(project_dir, model, board, options))
+        values = self.readme_values(project_dir, model, board, options)
+        text = string.Template(source.read_text(encoding="utf-8")).substitute(values)
         (project_dir / PROJECT_README).write_text(text, encoding="utf-8")
         (project_dir / PROJECT_README_TEMPLATE).unlink(missing_ok=True)
 
     # ---- build, flash, open_transport --------------------------------------------------------
 
-    def require_tool(self, command: str, install_hint: str, path: Optional[str] = None) -> str:
+    def require_tool(self, command: str, install_hint: str) -> str:
         """The path of ``command``, or ServerError "`command` not found: install_hint"."""
         try:
-            return tool_run.require_tool(command, install_hint, path)
+            return tool_run.require_tool(command, install_hint)
         except tool_run.ToolError as err:
             raise ServerError(str(err)) from None
 
-    def require_built(self, relpath, what: str = "") -> pathlib.Path:
+    def require_built(self, relpath) -> pathlib.Path:
         """PROJECT/relpath, which the build makes, or ServerError saying to build first."""
         path = self.project_dir / relpath
         if not path.exists():
-            raise ServerError(f"{path} does not exist; build the project first (tvmc micro build){what}")
+            raise ServerError(f"{path} does not exist; build the project first (tvmc micro build)")
         return path
 
     def run_tool(self, argv: Sequence, what: str, verbose: bool = False, *, env: Optional[Mapping[str, str]] = None,
@@ -176,6 +177,6 @@ class TemplateHandler(TransportHandler):
             raise ServerError(str(err)) from None
 
 
-def make_argv(project_dir: pathlib.Path, jobs: Optional[int] = None) -> List[str]:
-    """`make -C PROJECT -jN`: the build command of the make-based templates."""
-    return ["make", "-C", str(project_dir), f"-j{jobs or os.cpu_count() or 1}"]
+def make_argv(project_dir: pathlib.Path) -> List[str]:
+    """`make -C PROJECT -jN` (N: this machine's cores): the build command of the make-based templates."""
+    return ["make", "-C", str(project_dir), f"-j{os.cpu_count() or 1}"]

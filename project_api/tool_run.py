@@ -30,10 +30,9 @@ def verbose_from_env(environ: Optional[Mapping[str, str]] = None) -> bool:
     return (environ if environ is not None else os.environ).get(VERBOSE_ENV, "").lower() in ("1", "true", "yes", "on")
 
 
-def require_tool(command: str, install_hint: str, path: Optional[str] = None) -> str:
-    """The full path of ``command`` (searched on ``path``, default $PATH), or ToolError
-    "`command` not found: install_hint"."""
-    found = shutil.which(command, path=path)
+def require_tool(command: str, install_hint: str) -> str:
+    """The full path of ``command`` (searched on $PATH), or ToolError "`command` not found: install_hint"."""
+    found = shutil.which(command)
     if found is None:
         raise ToolError(f"{command} not found: {install_hint}")
     return found
