@@ -142,19 +142,18 @@ def test_a_host_project_of_release_0_1_0_still_builds_and_runs(sine_mlf, tmp_pat
     np.testing.assert_array_equal(got, run_native(sine_mlf, [x])[0])
 
 
-def test_a_cortex_m_server_of_release_0_1_0_still_generates(sine_mlf, tmp_path):
-    old_template = tmp_path / "cortex_m_0_1_0"
-    shutil.copytree(resources.template_dir("cortex_m"), old_template)
-    shutil.copy2(RELEASE_0_1_0_DIR / "cortex_m" / "microtvm_api_server.py", old_template / "microtvm_api_server.py")
-    project = tmp_path / "project"
-    with client.instantiate_from_dir(old_template) as api:
-        api.generate_project(sine_mlf, None, project, {"board": "mps2_an386", "project_type": "standalone"})
-    with client.instantiate_from_dir(project) as api:
-        info = api.server_info_query("0.27.0")
-        assert info["is_template"] is False and info["platform_name"] == "cortex_m"
-        with pytest.raises(client.ServerError, match="standalone project"):
-            api.open_transport({})
-    assert "PROJECT_TYPE = standalone" in (project / "board" / "config.mk").read_text()
+def test_the_project_gen_names_of_release_0_1_0_still_work(sine_mlf, tmp_path):
+    """What the 0.1.0 cortex_m, zephyr and arduino servers call beyond the host's (tested above):
+    generate_common with the model already read, and options_with_defaults."""
+    model = project_gen.read_mlf(sine_mlf)
+    options = {"board": "host", "project_type": "host_driven", "extra_files_tar": None, "verbose": True}
+    assert project_gen.generate_common(resources.template_dir("host"), sine_mlf, tmp_path / "p", options,
+                                       boards.get_board("host"), model) == model
+    declared = [server.ProjectOption("verbose", type="bool", default=False, optional=("build",))]
+    resolved = server.resolve_options("build", declared, {})
+    assert project_gen.options_with_defaults(tmp_path / "p", resolved)["verbose"] is True
+    assert project_gen.compile_definitions("A=1") == ["-DA=1"]
+    assert project_gen.tool_failure("make", 2, "x.c:1: error: no") == "make failed (exit status 2): x.c:1: error: no"
 
 
 @pytest.mark.slow
