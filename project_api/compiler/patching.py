@@ -67,6 +67,7 @@ class PatchPlan:
     layer_macs: int  # of the same layers run whole
     model_macs: int  # of the whole unpatched model
     lower_bound: int  # liveness lower bound of the patched call sequence (bytes)
+    layerwise_bound: int  # the unpatched model's liveness lower bound (bytes)
 
     @property
     def extra_macs(self) -> int:
@@ -79,7 +80,8 @@ class PatchPlan:
     def describe(self) -> str:
         return (f"patch-based inference: the first {self.split} calls run in {self.patches} row bands; "
                 f"receptive-field overlap costs {self.extra_macs:,} extra MACs "
-                f"({100 * self.extra_fraction:.1f}% of {self.model_macs:,})")
+                f"({100 * self.extra_fraction:.1f}% of {self.model_macs:,}); arena bound {self.lower_bound:,} B, "
+                f"{self.lower_bound / self.layerwise_bound:.2f}x the layer-by-layer bound {self.layerwise_bound:,} B")
 
 
 def spec_macs(spec, output_shape) -> int:
@@ -172,7 +174,7 @@ def plan_for(layers: Sequence[Layer], split: int, patches: int, rest_live: Seque
                 live += split_bytes  # the split output is alive from the first band's last call on
             peak = max(peak, live)
     layer_macs = sum(layer.out_rows * layer.macs_per_row for layer in layers[:split])
-    return PatchPlan(split, patches, bands, macs, layer_macs, model_macs, peak)
+    return PatchPlan(split, patches, bands, macs, layer_macs, model_macs, peak, max(rest_live, default=0))
 
 
 def candidate_plans(builder, model: ir.LoweredModel) -> List[PatchPlan]:
@@ -294,19 +296,19 @@ _BUILD_ATTEMPTS = 4
 
 
 def lower_within_budget(model_path, budget: Optional[int], model_name: str = "default", target="c",
-                        mcpu: Optional[str] = None):
+                        mcpu: Optional[str] = None, lowered: Optional[ir.LoweredModel] = None):
     """(LoweredModel, arena Plan, PatchPlan or None): the unpatched model if its arena fits ``budget``
     bytes (or no budget is given), else the cheapest patch plan whose arena fits. Raises CompileError
-    naming the smallest arena reachable when none does."""
+    naming the smallest arena reachable when none does. ``lowered``: the model already lowered
+    unpatched with the same options (saves lowering it again)."""
     from .lowering import lower_model
     from .planner import plan_model
 
-    lowered = lower_model(model_path, model_name=model_name, target=target, mcpu=mcpu)
+    if lowered is None:
+        lowered = lower_model(model_path, model_name=model_name, target=target, mcpu=mcpu)
     plan = plan_model(lowered)
     if budget is None or plan.arena_size <= budget:
         return lowered, plan, None
-    if budget < 0:
-        raise CompileError(f"memory budget {budget} B is negative")
     candidates = search(model_path, lowered)
     fitting = [p for p in candidates if p.lower_bound <= budget]
     for patch in fitting[:_BUILD_ATTEMPTS]:
@@ -314,7 +316,7 @@ def lower_within_budget(model_path, budget: Optional[int], model_name: str = "de
         patched_plan = plan_model(patched)
         if patched_plan.arena_size <= budget:
             return patched, patched_plan, patch
-    smallest, how = plan.arena_size, "unpatched"
+    smallest, how = plan.arena_size, "layer by layer; no leading chain of int8 convolutions to run in bands"
     if candidates:
         best = min(candidates, key=lambda p: (p.lower_bound, p.macs))
         reached = plan_model(lower_model(model_path, model_name=model_name, target=target, mcpu=mcpu,
@@ -322,6 +324,4 @@ def lower_within_budget(model_path, budget: Optional[int], model_name: str = "de
         if reached < smallest:
             smallest, how = reached, (f"the first {best.split} calls in {best.patches} row bands, "
                                       f"+{100 * best.extra_fraction:.1f}% MACs")
-    elif lowered.notes and not lowered.notes[0].startswith("int8"):
-        how += "; patch-based inference applies to int8 TFLite models' leading convolutions only"
     raise CompileError(f"memory budget {budget} B cannot be met: the smallest arena reachable is {smallest} B ({how})")
