@@ -99,9 +99,8 @@ def measure_patching(model: Path, lowered, plan) -> dict:
     if not plans:
         return {}
     result = {}
-    within = [p for p in plans if p.extra_fraction <= MAX_EXTRA_MACS and p.lower_bound < plan.arena_size]
-    for key, choice in (("within", min(within, key=lambda p: (p.lower_bound, p.macs)) if within else None),
-                        ("smallest", min(plans, key=lambda p: (p.lower_bound, p.macs)))):
+    for key, choice in (("within", patching.smallest_plan(plans, MAX_EXTRA_MACS, below=plan.arena_size)),
+                        ("smallest", patching.smallest_plan(plans))):
         if choice is None:
             continue
         patched = lower_model(model, patch_plan=choice)

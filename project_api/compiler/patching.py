@@ -290,6 +290,15 @@ def search(model_path, lowered: ir.LoweredModel) -> List[PatchPlan]:
     return sorted(plans, key=lambda p: (p.macs, p.lower_bound, p.patches, p.split))
 
 
+def smallest_plan(plans: Sequence[PatchPlan], max_extra_fraction: Optional[float] = None,
+                  below: Optional[int] = None) -> Optional[PatchPlan]:
+    """The plan with the smallest arena bound (then fewest MACs), among those adding at most
+    ``max_extra_fraction`` of the model's MACs and bounded below ``below`` bytes; None if none."""
+    eligible = [p for p in plans if (max_extra_fraction is None or p.extra_fraction <= max_extra_fraction)
+                and (below is None or p.lower_bound < below)]
+    return min(eligible, key=lambda p: (p.lower_bound, p.macs)) if eligible else None
+
+
 # Compiling a plan takes a few seconds (VWW); a plan whose greedy placement misses its liveness
 # bound is rare, so a few are tried before refusing.
 _BUILD_ATTEMPTS = 4
@@ -318,7 +327,7 @@ def lower_within_budget(model_path, budget: Optional[int], model_name: str = "de
             return patched, patched_plan, patch
     smallest, how = plan.arena_size, "layer by layer; no leading chain of int8 convolutions to run in bands"
     if candidates:
-        best = min(candidates, key=lambda p: (p.lower_bound, p.macs))
+        best = smallest_plan(candidates)
         reached = plan_model(lower_model(model_path, model_name=model_name, target=target, mcpu=mcpu,
                                          patch_plan=best)).arena_size
         if reached < smallest:
