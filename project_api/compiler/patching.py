@@ -81,7 +81,7 @@ class PatchPlan:
         return (f"patch-based inference: the first {self.split} calls run in {self.patches} row bands; "
                 f"receptive-field overlap costs {self.extra_macs:,} extra MACs "
                 f"({100 * self.extra_fraction:.1f}% of {self.model_macs:,}); arena bound {self.lower_bound:,} B, "
-                f"{self.lower_bound / self.layerwise_bound:.2f}x the layer-by-layer bound {self.layerwise_bound:,} B")
+                f"{self.lower_bound / max(self.layerwise_bound, 1):.2f}x the layer-by-layer bound {self.layerwise_bound:,} B")
 
 
 def spec_macs(spec, output_shape) -> int:
