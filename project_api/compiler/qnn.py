@@ -210,10 +210,12 @@ def _conv(graph: _Graph, op, depthwise: bool, band: Optional[Tuple[int, int, int
         func, req = K.conv2d(data.shape, weight_data.shape, output.shape, strides, dilations, padding,
                              data.zero_point, requant)
     name = "depthwise_conv2d" if depthwise else "conv2d"
-    band_kernel = None
-    if geometry is not None:
-        band_kernel = lambda rows_in, rows_out, pad_top: _conv(graph, op, depthwise, (rows_in, rows_out, pad_top)).func  # noqa: E731
-    return KernelSpec(name, func, [data, weight_data, folded] + req, output, geometry, band_kernel)
+
+    def band_kernel(rows_in: int, rows_out: int, pad_top: int):
+        return _conv(graph, op, depthwise, (rows_in, rows_out, pad_top)).func
+
+    return KernelSpec(name, func, [data, weight_data, folded] + req, output, geometry,
+                      band_kernel if geometry is not None else None)
 
 
 def _fully_connected(graph: _Graph, op) -> KernelSpec:
