@@ -136,6 +136,36 @@ def test_a_residual_ends_the_chain():
     assert max_split == 2
 
 
+def test_wrappers_offset_the_band_pointers_and_pass_workspaces(tmp_path):
+    """A band kernel on rows 3.. of its input and rows 2.. of its output, with a workspace: the
+    wrapper C compiles warning-free (C99) and hands the kernel the offset pointers."""
+    import subprocess
+
+    tensors = {"x": ir.Tensor("x", (1, 8, 4, 2), "int8", ir.INPUT),
+               "w": ir.Tensor("w", (4,), "int32", ir.CONSTANT, np.zeros(4, np.int32)),
+               "y": ir.Tensor("y", (1, 6, 4, 3), "int8", ir.INTERMEDIATE),
+               "ws": ir.Tensor("ws", (300,), "int32", ir.WORKSPACE)}
+    call = ir.KernelCall("band_from_row3_to_row2", ["x", "w", "y", "ws"], ["y", "ws"])
+    wrappers = {"band_from_row3_to_row2": ("band", 3 * 4 * 2, 2 * 4 * 3)}
+    c_kernels = patching.with_wrappers({"band": "band's CKernel"}, wrappers)
+    assert c_kernels["band_from_row3_to_row2"] == "band's CKernel"
+    source = tmp_path / "wrapper.c"
+    source.write_text(
+        "#include <stdint.h>\n#include <stdio.h>\n"
+        "static int32_t band(int8_t* x, int32_t* w, int8_t* y, int32_t* ws) {\n"
+        "  (void)w; (void)ws; y[0] = x[0]; return 7;\n}\n"
+        + patching.wrappers_c(tensors, [call], wrappers) +
+        "int main(void) {\n  int8_t x[64]; int8_t y[72] = {0}; int32_t w[4]; int32_t ws[300];\n"
+        "  for (int i = 0; i < 64; ++i) x[i] = (int8_t)i;\n"
+        "  int32_t status = band_from_row3_to_row2(x, w, y, ws);\n"
+        "  printf(\"%d %d %d\\n\", (int)status, (int)y[24], (int)y[0]);\n  return 0;\n}\n")
+    binary = tmp_path / "wrapper"
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", str(source), "-o",
+                    str(binary)], check=True, capture_output=True, text=True)
+    # Input row 3 starts at element 24 (x[24] == 24); output row 2 at element 24 of y.
+    assert subprocess.run([str(binary)], check=True, capture_output=True, text=True).stdout.split() == ["7", "24", "0"]
+
+
 # ------------------------------------------------------------------ VWW, compiled
 
 @pytest.fixture(scope="module")
