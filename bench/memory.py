@@ -164,7 +164,7 @@ def print_patching(rows) -> None:
             return (f"{item['arena']:>7} {item['arena'] / bound:>5.2f}x {f'{patch.split}x{patch.patches}':>9} "
                     f"{100 * patch.extra_fraction:>6.1f}%")
 
-        note = "" if found else "  (no leading chain of 2+ convolutions: nothing to patch)"
+        note = "" if found else "  (no chain of 2+ convolutions from the input, residual-free: nothing to patch)"
         text = found.get("within", found.get("smallest", {})).get("text", "-") if found else "-"
         print(f"{name:<52} {bound:>7} {arena:>7} {cells('within')} {cells('smallest')} "
               f"{tflm.get('total', '-'):>7} {row['text']:>8} {text:>8}{note}")
