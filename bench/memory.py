@@ -11,7 +11,10 @@ kernels' .text with patching, and tflite-micro's arena again for comparison.
 Targets: arena <= 1.05x the lower bound, and below tflite-micro's arena, on every model; patched
 VWW arena <= 0.5x the layer-wise lower bound with <= 15% extra MACs.
 
-    python bench/memory.py [MODEL.tflite ...]
+The first table also gives our previous release's arena (--previous, default c257bff: its compiler,
+extracted with `git archive` in this run, as bench/speed.py does).
+
+    python bench/memory.py [--previous REV | --no-previous] [MODEL.tflite ...]
 """
 
 from __future__ import annotations
@@ -111,12 +114,42 @@ def measure_patching(model: Path, lowered, plan) -> dict:
     return result
 
 
+_PREVIOUS_ARENA = r"""
+import sys
+from project_api.compiler.lowering import lower_model
+from project_api.compiler.planner import plan_model
+print(plan_model(lower_model(sys.argv[1])).arena_size)
+"""
+
+
+def previous_arena(tree: Path, model: Path) -> str:
+    """The arena the previous release's compiler (its tree first on the path) plans for ``model``."""
+    import os
+
+    result = subprocess.run([sys.executable, "-c", _PREVIOUS_ARENA, str(model)], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(tree)}, cwd=str(tree), timeout=900)
+    return result.stdout.strip().splitlines()[-1] if result.returncode == 0 and result.stdout.strip() else "refused"
+
+
 def main(argv) -> int:
-    models = [Path(a) for a in argv] or sorted(p for p in MODELS_DIR.glob("*.tflite") if p.name not in HYBRID_MODELS)
+    import argparse
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from speed import PREVIOUS_RELEASE, previous_release_tree
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="*")
+    parser.add_argument("--previous", default=PREVIOUS_RELEASE, help=f"previous release (default {PREVIOUS_RELEASE})")
+    parser.add_argument("--no-previous", action="store_true")
+    args = parser.parse_args(argv)
+    models = [Path(a) for a in args.models] or sorted(p for p in MODELS_DIR.glob("*.tflite")
+                                                      if p.name not in HYBRID_MODELS)
     if not models:
         print(f"no models: {MODELS_DIR} is absent (the ../shared fixtures are not beside this checkout)")
         return 0
-    header = (f"{'model':<52} {'arena':>7} {'bound':>7} {'ratio':>6} {'tflm':>7} {'tflm head':>9} "
+    work = tempfile.TemporaryDirectory(prefix="bench-memory-previous-")
+    tree = None if args.no_previous else previous_release_tree(args.previous, Path(work.name))
+    header = (f"{'model':<52} {'arena':>7} {'bound':>7} {'ratio':>6} {'prev':>7} {'tflm':>7} {'tflm head':>9} "
               f"{'vs tflm':>7} {'weights':>8} {'io':>6} {'.text M4':>8}")
     print(header)
     print("-" * len(header))
@@ -135,10 +168,14 @@ def main(argv) -> int:
         total = tflm.get("total")
         versus = f"{arena / total:.2f}x" if total else "-"
         met &= ratio <= 1.05 and (total is None or arena < total)
-        print(f"{model.name:<52} {arena:>7} {bound:>7} {ratio:>5.2f}x {total if total else tflm.get('error', '-'):>7} "
+        previous = previous_arena(tree, model) if tree is not None else "-"
+        print(f"{model.name:<52} {arena:>7} {bound:>7} {ratio:>5.2f}x {previous:>7} "
+              f"{total if total else tflm.get('error', '-'):>7} "
               f"{tflm.get('head', '-'):>9} {versus:>7} {row['weight_bytes']:>8} {row['io_bytes']:>6} {row['text']:>8}")
     print()
+    work.cleanup()
     print("arena: our static arena (inputs/outputs are caller buffers, outside it); bound: liveness lower bound;")
+    print(f"prev: the arena of our previous release ({args.previous}, compiled in this run);")
     print("tflm: tflite-micro RecordingMicroAllocator total (head = its planned tensors incl. inputs/outputs);")
     print("weights: constant bytes in flash; .text M4: generated kernels, arm-none-eabi-gcc -Os, Cortex-M4.")
     print(f"targets (arena <= 1.05x bound, arena < tflm on every model): {'met' if met else 'NOT met'}")
