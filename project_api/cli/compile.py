@@ -114,6 +114,10 @@ class CompileCommand:
                             help="c (default), an LLVM target as JSON, or a legacy target string such as 'c -mcpu=cortex-m4'")
         parser.add_argument("--mcpu", help="the CPU to generate code for, e.g. cortex-m4")
         parser.add_argument("--model-name", default="default", help="names the C interface tvmgen_<name>_run (default 'default')")
+        parser.add_argument("--memory-budget", type=int, metavar="BYTES",
+                            help="largest static arena allowed: when the layer-by-layer plan exceeds it, the first "
+                                 "convolutions run in row bands (patch-based inference), the plan with the fewest "
+                                 "extra MACs that fits; refused, naming the smallest arena reachable, if none fits")
         legacy = parser.add_argument_group("legacy microTVM flags (accepted; mapped or ignored with a note)")
         legacy.add_argument("--runtime", help="legacy: only crt existed; the static runtime needs no runtime")
         legacy.add_argument("--runtime-crt-system-lib", metavar="0|1", help="legacy: there is no system library")
@@ -163,14 +167,15 @@ class CompileCommand:
             raise TVMCError(f"--output {out_path} is a directory; give the path of the .tar to write")
 
         from ..compiler.errors import CompileError
-        from ..compiler.lowering import lower_model
         from ..compiler.mlf import export_mlf
-        from ..compiler.planner import plan_model
+        from ..compiler.patching import lower_within_budget
         from ..compiler.runtime_gen import generate_runtime
 
+        if args.memory_budget is not None and args.memory_budget <= 0:
+            raise TVMCError(f"--memory-budget {args.memory_budget} must be a positive number of bytes")
         try:
-            lowered = lower_model(str(model_path), model_name=args.model_name, target=target, mcpu=mcpu)
-            plan = plan_model(lowered)
+            lowered, plan, _ = lower_within_budget(str(model_path), args.memory_budget, model_name=args.model_name,
+                                                   target=target, mcpu=mcpu)
             runtime = generate_runtime(lowered, plan)
             export_mlf(lowered, out_path, executor=args.executor, plan=plan, runtime=runtime)
         except CompileError as err:

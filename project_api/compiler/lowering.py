@@ -62,9 +62,10 @@ def _relax_pipeline():
 
 
 def lower_model(model_path, model_name: str = "default", target="c", mcpu: Optional[str] = None,
-                integer_kernels: bool = True) -> ir.LoweredModel:
+                integer_kernels: bool = True, patch_plan=None) -> ir.LoweredModel:
     """``integer_kernels=False`` keeps an int8 TFLite model on TVM's own (float-requantizing)
-    lowering: bench/speed.py measures it as the peer the integer kernels replace."""
+    lowering: bench/speed.py measures it as the peer the integer kernels replace. ``patch_plan``
+    (a ``patching.PatchPlan``) runs the first convolutions of an int8 model band by band."""
     import tvm
 
     from . import frontend, fusion
@@ -72,9 +73,12 @@ def lower_model(model_path, model_name: str = "default", target="c", mcpu: Optio
 
     target_string = _target_string(target)
     prefix = f"tvmgen_{c_identifier(model_name)}_"
-    integer = _lower_int8_tflite(model_path, model_name, prefix, target_string, mcpu) if integer_kernels else None
+    integer = (_lower_int8_tflite(model_path, model_name, prefix, target_string, mcpu, patch_plan)
+               if integer_kernels else None)
     if integer is not None:
         return integer
+    if patch_plan is not None:
+        raise CompileError(f"'{model_path}' is not a fully-int8 TFLite model: patch-based inference does not apply")
     imported = frontend.load_model(model_path)
     notes = list(imported.notes)
     mod = fusion.outline_quantized_groups(imported.mod)
@@ -114,7 +118,8 @@ def lower_model(model_path, model_name: str = "default", target="c", mcpu: Optio
     )
 
 
-def _lower_int8_tflite(model_path, model_name: str, prefix: str, target_string: str, mcpu: Optional[str]):
+def _lower_int8_tflite(model_path, model_name: str, prefix: str, target_string: str, mcpu: Optional[str],
+                       patch_plan=None):
     """A fully-int8 TFLite model in integer kernels (qnn.py), or None for the Relax path."""
     from pathlib import Path
 
@@ -129,14 +134,24 @@ def _lower_int8_tflite(model_path, model_name: str, prefix: str, target_string: 
     builder = qnn.lower_tflite_int8(model, subgraph, op_names, input_names, output_names, prefix)
     if builder is None:
         return None
+    wrappers = {}
+    if patch_plan is not None:
+        from . import patching
+
+        wrappers = patching.apply(builder, patch_plan)
     funcs = {symbol: schedule(symbol, func) for symbol, func in builder.funcs.items()}
     try:
         kernels_c, c_kernels = build_c_kernels(funcs)
     except Exception as err:
         raise CompileError(f"TVM could not generate C kernels for '{model_path}': {frontend.error_reason(err)}") from None
     kernels_c = qnn_kernels.with_fixed_point_helpers(kernels_c)
-    builder.add_workspaces(c_kernels)
     notes = ["int8 TFLite model lowered to integer kernels with tflite-micro's fixed-point requantization"]
+    if patch_plan is not None:
+        c_kernels = patching.with_wrappers(c_kernels, wrappers)
+    builder.add_workspaces(c_kernels)
+    if patch_plan is not None:
+        kernels_c += patching.wrappers_c(builder.tensors, builder.calls, wrappers)
+        notes.append(patch_plan.describe())
     if mcpu:
         notes.append(f"mcpu {mcpu}: the C compiler picks the DSP micro-kernels from its -mcpu "
                      "(__ARM_FEATURE_SIMD32); the same C is portable elsewhere")

@@ -52,6 +52,19 @@ class KernelSpec:
     func: object  # tirx.PrimFunc, scheduled
     reads: List[object]  # _TensorInfo of activations, or np.ndarray constants
     output: _TensorInfo
+    # Convolutions with dilation 1 only (patching.py): the vertical window geometry, and the same
+    # kernel rebuilt over a band of rows, ``band_kernel(input_rows, output_rows, pad_top) -> func``.
+    rows: Optional["RowGeometry"] = None
+    band_kernel: Optional[Callable] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RowGeometry:
+    """How a convolution maps output rows to input rows: ``y * stride - pad_top + ky``, ky < kernel."""
+
+    kernel: int
+    stride: int
+    pad_top: int
 
 
 class _Graph:
@@ -135,7 +148,9 @@ def _check_int8(*tensors: _TensorInfo) -> None:
             raise _Unsupported(f"tensor '{tensor.name}' is not quantized int8")
 
 
-def _conv(graph: _Graph, op, depthwise: bool) -> KernelSpec:
+def _conv(graph: _Graph, op, depthwise: bool, band: Optional[Tuple[int, int, int]] = None) -> KernelSpec:
+    """``band = (input_rows, output_rows, pad_top)``: the same operator over a band of full-width
+    rows (patch-based inference, patching.py); the kernel's arguments are the same constants."""
     import tflite
 
     from . import qnn_kernels as K
@@ -155,6 +170,11 @@ def _conv(graph: _Graph, op, depthwise: bool) -> KernelSpec:
     kh, kw = weight.shape[1], weight.shape[2]
     padding = (_padding(options.Padding(), strides[0], dilations[0], data.shape[1], kh, output.shape[1]),
                _padding(options.Padding(), strides[1], dilations[1], data.shape[2], kw, output.shape[2]))
+    geometry = RowGeometry(kh, strides[0], padding[0]) if dilations == (1, 1) else None
+    if band is not None:
+        data = dataclasses.replace(data, shape=(1, band[0]) + tuple(data.shape[2:]))
+        output = dataclasses.replace(output, shape=(1, band[1]) + tuple(output.shape[2:]))
+        padding = (band[2], padding[1])
     channels = output.shape[3]
     multipliers, shifts = _channel_multipliers(data.scale, weight.scales, output.scale, channels)
     requant = K.Requant(multipliers, shifts, output.zero_point,
@@ -190,7 +210,12 @@ def _conv(graph: _Graph, op, depthwise: bool) -> KernelSpec:
         func, req = K.conv2d(data.shape, weight_data.shape, output.shape, strides, dilations, padding,
                              data.zero_point, requant)
     name = "depthwise_conv2d" if depthwise else "conv2d"
-    return KernelSpec(name, func, [data, weight_data, folded] + req, output)
+
+    def band_kernel(rows_in: int, rows_out: int, pad_top: int):
+        return _conv(graph, op, depthwise, (rows_in, rows_out, pad_top)).func
+
+    return KernelSpec(name, func, [data, weight_data, folded] + req, output, geometry,
+                      band_kernel if geometry is not None else None)
 
 
 def _fully_connected(graph: _Graph, op) -> KernelSpec:
@@ -340,6 +365,7 @@ class _Builder(ir.PartsBuilder):
         self.graph = graph
         self.prefix = prefix
         self.funcs: Dict[str, object] = {}
+        self.specs: List[KernelSpec] = []  # one per call, in call order (patching.py reads them)
         self._storage: Dict[int, str] = {}  # TFLite tensor index -> storage tensor name
         self._outputs = {int(i): name for i, name in zip(graph.subgraph.OutputsAsNumpy(), output_names)}
         for index, name in zip(graph.subgraph.InputsAsNumpy(), input_names):
@@ -375,6 +401,7 @@ class _Builder(ir.PartsBuilder):
         args = [self._read(item) for item in spec.reads]
         out = self._write(spec.output)
         self.funcs[symbol] = spec.func
+        self.specs.append(spec)
         self.calls.append(ir.KernelCall(symbol, args + [out], [out]))
 
     def alias(self, op_index: int, op) -> None:
