@@ -278,7 +278,7 @@ def _graph_lowered(model_dir: Path, meta: dict, raw: dict, sources: _Sources, wh
             if linked is not None and sids[entry] in linked:
                 linked_entries[entry] = sids[entry]  # already in flash inside the kernels' C
             else:
-                tensors[name] = Tensor(name, shape, dtype, CONSTANT, np.ascontiguousarray(data))
+                tensors[name] = Tensor(name, shape, dtype, CONSTANT, np.array(data, order="C"))  # 0-d stays 0-d
                 entry_tensor[entry] = name
             params_used.append(name)
         elif linked is not None and sids[entry] in linked:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
 import tarfile
 from pathlib import Path
@@ -111,6 +112,45 @@ def _io_from_graph(graph: dict, param_names: List[str]) -> tuple:
     return inputs, outputs
 
 
+_RELAY_TENSOR = r"Tensor\[\(([^)]*)\),\s*(\w+)\]"
+# Frontends name the weights they turn into Relay variables like this (the TFLite importer's
+# "_param_N", printed "%v_param_N"); they are parameters, not model inputs.
+_RELAY_PARAM_NAME = re.compile(r"^v?_param_\d+$")
+
+
+def _relay_tensor(name: str, dims: str, dtype: str) -> dict:
+    shape = [int(re.sub(r"(i64|L)$", "", d.strip())) for d in dims.split(",") if d.strip()]
+    return {"name": name, "dtype": dtype, "shape": shape,
+            "size": int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize}
+
+
+def _io_from_relay(relay: str, param_names: List[str], header: str, c: str) -> tuple:
+    """(inputs, outputs) of a legacy AOT archive: the ``@main`` signature of src/relay.txt minus
+    its parameters (inputs), its return type (outputs); the C header, when there is one, names
+    the inputs and outputs (struct members) and wins on names. Either may be None (unknown)."""
+    match = re.search(r"def @main\((.*?)\)\s*(->\s*(.*?))?\s*\{", relay, re.S)
+    inputs = outputs = None
+    if match:
+        params = set(param_names)
+        inputs = [_relay_tensor(name, dims, dtype)
+                  for name, dims, dtype in re.findall(r"%([\w.]+)\s*:\s*" + _RELAY_TENSOR, match.group(1))
+                  if name not in params and not _RELAY_PARAM_NAME.match(name)]
+        if match.group(3):
+            returned = re.findall(_RELAY_TENSOR, match.group(3))
+            names = ["output"] if len(returned) == 1 else [f"output{i}" for i in range(len(returned))]
+            outputs = [_relay_tensor(n, dims, dtype) for n, (dims, dtype) in zip(names, returned)]
+    for kind, found in (("inputs", inputs), ("outputs", outputs)):
+        struct = re.search(rf"struct\s+tvmgen_{c}_{kind}\s*\{{([^}}]*)\}}", header)
+        if not struct or found is None:
+            continue
+        members = re.findall(r"void\s*\*\s*(\w+)\s*;", struct.group(1))
+        if len(members) == len(found):
+            for tensor, member in zip(found, members):
+                if c_identifier(tensor["name"]) != member:
+                    tensor["name"] = member
+    return inputs, outputs
+
+
 def _io_from_main(entries: dict) -> List[dict]:
     result = []
     for name, info in entries.items():
@@ -186,6 +226,14 @@ def read_metadata(path: PathLike, module: Optional[str] = None) -> dict:
                     raise MLFError(f"{path}: the graph JSON is malformed ({err})")
                 inputs = graph_inputs if inputs is None else inputs
                 outputs = graph_outputs if outputs is None else outputs
+        if inputs is None or outputs is None:  # legacy AOT: only the Relay text and the C header say
+            params_blob = archive.read(f"parameters/{model_name}.params")
+            relay_inputs, relay_outputs = _io_from_relay(
+                (archive.read("src/relay.txt") or archive.read(f"src/{model_name}.relay") or b"").decode("utf-8", "replace"),
+                _tvm_params_names(params_blob) or _npz_names(params_blob),
+                (archive.read(f"codegen/host/include/tvmgen_{c}.h") or b"").decode("utf-8", "replace"), c)
+            inputs = relay_inputs if inputs is None else inputs
+            outputs = relay_outputs if outputs is None else outputs
         workspace = main.get("workspace_size_bytes")
         if workspace is None and isinstance(memory, list):  # v2: only a storage list
             workspace = sum(s.get("size_bytes", 0) for s in memory if "input_binding" not in s)

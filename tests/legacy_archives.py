@@ -1,0 +1,127 @@
+"""Legacy Model Library Format archives for tests, all derived from the real TVM 0.8 graph archive
+../shared/fixtures/legacy-mlf/micro_speech_graph_executor_mlf_v5.tar: the other MLF versions'
+layouts (v2-v4 "runtimes" + runtime-config/graph, v6-v7 "modules"), the same kernels without
+linked parameters (weights only in parameters/default.params), an AOT archive from the same
+kernels (tests/c/legacy_aot/), and damaged ones."""
+
+import json
+import re
+import shutil
+import tarfile
+from pathlib import Path
+
+from conftest import fixture_path
+
+AOT_DATA = Path(__file__).resolve().parent / "c" / "legacy_aot"
+LIB1 = "codegen/host/src/default_lib1.c"
+# Bytes the synthetic AOT main allocates (its five intermediates) plus the largest kernel
+# workspace (the convolution's 5,360 B in the fixture's metadata), every block 16-byte rounded.
+AOT_WORKSPACE_BYTES = 3920 + 4000 + 8000 + 16 + 16 + 5360
+
+
+def graph_fixture() -> Path:
+    return fixture_path("legacy-mlf", "micro_speech_graph_executor_mlf_v5.tar")
+
+
+def extract(dest: Path) -> Path:
+    dest.mkdir(parents=True)
+    with tarfile.open(graph_fixture()) as tar:
+        tar.extractall(dest, filter="data")
+    return dest
+
+
+def pack(root: Path, out: Path) -> Path:
+    with tarfile.open(out, "w") as tar:
+        tar.add(str(root), arcname=".")
+    shutil.rmtree(root)
+    return out
+
+
+def _metadata(root: Path) -> dict:
+    return json.loads((root / "metadata.json").read_text())
+
+
+def _write_metadata(root: Path, meta: dict) -> None:
+    (root / "metadata.json").write_text(json.dumps(meta, indent=2))
+
+
+def versioned(tmp: Path, version: int) -> Path:
+    """The graph fixture re-laid out as MLF ``version`` (2..7)."""
+    root = extract(tmp / f"v{version}")
+    meta = _metadata(root)
+    meta["version"] = version
+    if version <= 4:
+        meta["runtimes"] = meta.pop("executors")
+        (root / "runtime-config" / "graph").mkdir(parents=True)
+        shutil.move(str(root / "executor-config" / "graph" / "graph.json"), str(root / "runtime-config" / "graph"))
+        shutil.rmtree(root / "executor-config")
+        if version == 2:  # v2 memory was only the storage list
+            meta["memory"] = meta["memory"]["sids"]
+    if version >= 6:
+        module = {k: meta.pop(k) for k in ("model_name", "export_datetime", "memory", "target", "executors", "style")}
+        module["target"] = list(module["target"].values())
+        meta["modules"] = {"default": module}
+    _write_metadata(root, meta)
+    return pack(root, tmp / f"legacy_v{version}.tar")
+
+
+def unlinked(tmp: Path) -> Path:
+    """The same kernels built without -link-params: no _lookup_linked_param, weights in .params only."""
+    root = extract(tmp / "unlinked")
+    lib1 = (root / LIB1).read_text()
+    lib1 = re.sub(r"static const \w+ __tvm_param__\w+\[\d+\] = \{.*?\};\n", "", lib1, flags=re.S)
+    lib1 = lib1[: lib1.index("TVM_DLL int32_t _lookup_linked_param(")] + "#ifdef __cplusplus\n}\n#endif\n"
+    (root / LIB1).write_text(lib1)
+    lib0 = root / "codegen/host/src/default_lib0.c"
+    lib0.write_text(lib0.read_text().replace("    (TVMBackendPackedCFunc)_lookup_linked_param,\n", ""))
+    meta = _metadata(root)
+    meta["target"]["1"] = meta["target"]["1"].replace("-link-params=1", "-link-params=0")
+    _write_metadata(root, meta)
+    return pack(root, tmp / "legacy_unlinked.tar")
+
+
+def aot(tmp: Path) -> Path:
+    """An AOT archive of the same kernels, TVM 0.8 style: tvmgen_default_run_model in the kernels'
+    file, the CRT AOT glue in default_lib0.c, I/O only in src/relay.txt, no graph JSON."""
+    root = extract(tmp / "aot")
+    lib1 = (root / LIB1).read_text()
+    (root / LIB1).write_text(lib1 + "\n" + (AOT_DATA / "micro_speech_aot_main.c").read_text())
+    shutil.copy2(AOT_DATA / "default_lib0.c", root / "codegen/host/src/default_lib0.c")
+    shutil.rmtree(root / "executor-config")
+    relay = root / "src" / "relay.txt"
+    relay.write_text(relay.read_text().replace(") {", ") -> Tensor[(1, 4), int8] {", 1))
+    meta = _metadata(root)
+    meta["executors"] = ["aot"]
+    meta["memory"] = {"functions": {"main": [{"constants_size_bytes": 33524, "device": 1, "io_size_bytes": 1964,
+                                              "workspace_size_bytes": AOT_WORKSPACE_BYTES}],
+                                    "operator_functions": meta["memory"]["functions"]["operator_functions"]}}
+    _write_metadata(root, meta)
+    return pack(root, tmp / "legacy_aot.tar")
+
+
+def damaged(tmp: Path, how: str) -> Path:
+    """The graph fixture broken one way: missing_graph, truncated_params, unknown_symbol,
+    llvm_target, object_file, missing_kernel."""
+    root = extract(tmp / how)
+    if how == "missing_graph":
+        (root / "executor-config" / "graph" / "graph.json").unlink()
+    elif how == "truncated_params":
+        params = root / "parameters" / "default.params"
+        params.write_bytes(params.read_bytes()[:20000])
+    elif how == "unknown_symbol":
+        lib1 = (root / LIB1).read_text()
+        (root / LIB1).write_text(lib1.replace("return 0;\n}", "return TVMBackendParallelLaunch(0, 0, 0);\n}", 1))
+    elif how == "llvm_target":
+        meta = _metadata(root)
+        meta["target"]["1"] = "llvm -keys=cpu -link-params=1"
+        _write_metadata(root, meta)
+    elif how == "object_file":
+        (root / "codegen" / "host" / "lib").mkdir()
+        (root / "codegen" / "host" / "lib" / "lib0.o").write_bytes(b"\x7fELF")
+    elif how == "missing_kernel":
+        graph = root / "executor-config" / "graph" / "graph.json"
+        graph.write_text(graph.read_text().replace('"func_name": "tvmgen_default_fused_nn_softmax"',
+                                                   '"func_name": "tvmgen_default_fused_nn_softmax_gone"'))
+    else:
+        raise ValueError(how)
+    return pack(root, tmp / f"legacy_{how}.tar")
