@@ -100,8 +100,8 @@ def aot(tmp: Path) -> Path:
 
 
 def damaged(tmp: Path, how: str) -> Path:
-    """The graph fixture broken one way: missing_graph, truncated_params, unknown_symbol,
-    llvm_target, object_file, missing_kernel."""
+    """The graph fixture broken one way: missing_graph, truncated_params, missing_param,
+    unknown_symbol, llvm_target, object_file, missing_kernel."""
     root = extract(tmp / how)
     if how == "missing_graph":
         (root / "executor-config" / "graph" / "graph.json").unlink()
@@ -118,6 +118,16 @@ def damaged(tmp: Path, how: str) -> Path:
     elif how == "object_file":
         (root / "codegen" / "host" / "lib").mkdir()
         (root / "codegen" / "host" / "lib" / "lib0.o").write_bytes(b"\x7fELF")
+    elif how == "missing_param":  # weights only in .params (no -link-params), one of them gone
+        shutil.rmtree(root)
+        with tarfile.open(unlinked(tmp)) as tar:
+            tar.extractall(root, filter="data")
+        from project_api.mlf.legacy_params import load_params, save_params
+
+        params = root / "parameters" / "default.params"
+        weights = load_params(params.read_bytes())
+        del weights["p3"]
+        params.write_bytes(save_params(weights))
     elif how == "missing_kernel":
         graph = root / "executor-config" / "graph" / "graph.json"
         graph.write_text(graph.read_text().replace('"func_name": "tvmgen_default_fused_nn_softmax"',

@@ -239,6 +239,16 @@ def _linked_storage_ids(sources: _Sources) -> Optional[Set[int]]:
     return {int(v) for v in re.findall(r"\bcase\s+(\d+)\s*:", body)}
 
 
+def _relay_input_names(model_dir: Path, meta: dict) -> Optional[Set[str]]:
+    from .reader import _io_from_relay
+
+    relay = model_dir / "src" / "relay.txt"
+    if not relay.is_file():
+        return None
+    inputs, _ = _io_from_relay(relay.read_text(encoding="utf-8", errors="replace"), [], "", meta["c_name"])
+    return {t["name"] for t in inputs} if inputs else None
+
+
 def _dl_dtype(dtype: str) -> Tuple[str, int]:
     if dtype == "bool":
         return "kDLUInt", 1
@@ -292,11 +302,16 @@ def _graph_lowered(model_dir: Path, meta: dict, raw: dict, sources: _Sources, wh
             inputs.append(name)
     if not inputs:
         raise _fail(where, graph_member, "every argument node is a parameter: the model has no input")
-    graph_inputs = {t["name"] for t in meta["inputs"]}
-    missing = [n for n in inputs if n not in graph_inputs]
-    if missing:  # the reader named the inputs from .params; we found a parameter nobody provides
-        raise _fail(where, params_member or "parameters/", f"parameter '{missing[0]}' is neither in the params file "
-                    "nor linked into the kernels (_lookup_linked_param); export the archive with its parameters")
+    # The Relay @main signature names the real inputs: any other argument node is a parameter
+    # that neither the params file nor the kernels (-link-params) provide.
+    relay_inputs = _relay_input_names(model_dir, meta)
+    unknown = [n for n in inputs if relay_inputs is not None and n not in relay_inputs]
+    reader_inputs = {t["name"] for t in meta["inputs"]}
+    unknown += [n for n in inputs if n not in reader_inputs and n not in unknown]
+    if unknown:
+        raise _fail(where, params_member or f"parameters/{meta['model_name']}.params",
+                    f"parameter '{unknown[0]}' ({graph_member} argument node) is neither in the params file nor linked "
+                    "into the kernels (_lookup_linked_param); export the archive again with its parameters")
 
     heads = graph["heads"]
     outputs: List[str] = []

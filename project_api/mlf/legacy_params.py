@@ -107,7 +107,7 @@ def save_params(params: Dict[str, np.ndarray]) -> bytes:
         out.append(struct.pack("<Q", len(encoded)) + encoded)
     out.append(struct.pack("<Q", len(params)))
     for array in params.values():
-        array = np.ascontiguousarray(array)
+        array = np.array(array, order="C")  # (ascontiguousarray would make a 0-d array 1-d)
         code, bits = (1, 1) if array.dtype == np.bool_ else (codes[array.dtype.kind], array.dtype.itemsize * 8)
         data = array.astype(array.dtype.newbyteorder("<")).tobytes()
         out.append(struct.pack("<QQiiiBBH", NDARRAY_MAGIC, 0, 1, 0, array.ndim, code, bits, 1))

@@ -226,6 +226,9 @@ def read_metadata(path: PathLike, module: Optional[str] = None) -> dict:
                     raise MLFError(f"{path}: the graph JSON is malformed ({err})")
                 inputs = graph_inputs if inputs is None else inputs
                 outputs = graph_outputs if outputs is None else outputs
+            elif "graph" in executors:
+                raise MLFError(f"{path}: executor-config/graph/graph.json is missing: a graph-executor archive needs "
+                               "its graph JSON (or runtime-config/graph/graph.json) for its inputs, outputs and call order")
         if inputs is None or outputs is None:  # legacy AOT: only the Relay text and the C header say
             params_blob = archive.read(f"parameters/{model_name}.params")
             relay_inputs, relay_outputs = _io_from_relay(
