@@ -5,8 +5,11 @@ For each fixture .tflite model (the hybrid one is a refusal case, not a model to
   tflite-micro's arena (RecordingMicroAllocator: total, and its "head" = planned tensors incl. I/O),
   and the .text of the generated kernels for Cortex-M4 (arm-none-eabi-gcc -Os, arm-none-eabi-size).
 Targets: arena <= 1.05x the lower bound, and below tflite-micro's arena, on every model.
+Then, for each legacy archive (TVM 0.8-0.18 MLF .tar, ../shared/fixtures/legacy-mlf/), the arena of
+the static runtime `tvmc micro create` generates for it beside the workspace_size_bytes its own
+metadata records (what legacy templates reserved). Target: arena <= workspace_size_bytes.
 
-    python bench/memory.py [MODEL.tflite ...]
+    python bench/memory.py [MODEL.tflite | LEGACY_MLF.tar ...]
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 MODELS_DIR = REPO.parent / "shared" / "fixtures" / "models"
+LEGACY_DIR = REPO.parent / "shared" / "fixtures" / "legacy-mlf"
 HYBRID_MODELS = {"mlperf_tiny_kws_ref_model_float32.tflite"}  # dynamic-range: must be refused, not measured
 ARM_CFLAGS = ["-Os", "-std=c99", "-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
 
@@ -79,11 +83,62 @@ def measure(model: Path) -> dict:
     return {**report, "text": text, "tflm": tflm_arena(model)}
 
 
+def measure_legacy(archive: Path) -> dict:
+    """The translation `tvmc micro create` makes of a legacy archive (project_api/mlf/legacy.py)."""
+    from project_api.mlf.legacy import translate_if_legacy
+    from project_api.mlf.reader import extract_mlf
+
+    with tempfile.TemporaryDirectory(prefix="bench-legacy-") as tmp:
+        model_dir = extract_mlf(archive, Path(tmp) / "model")
+        translation = translate_if_legacy(model_dir, str(archive))
+    if translation is None:
+        raise ValueError("not a legacy archive (written by microtvm-projects)")
+    return {"executor": translation.executor, "arena": translation.arena_bytes, "bound": translation.lower_bound_bytes,
+            "workspace": translation.workspace_size_bytes}
+
+
+def print_legacy(archives) -> bool:
+    header = f"{'legacy archive':<52} {'executor':>8} {'arena':>7} {'bound':>7} {'archive workspace_size_bytes':>29} {'ratio':>6}"
+    print(header)
+    print("-" * len(header))
+    met = True
+    for archive in archives:
+        try:
+            row = measure_legacy(archive)
+        except Exception as err:  # a refused archive is a result too
+            print(f"{archive.name:<52} refused: {' '.join(str(err).split())[:120]}")
+            met = False
+            continue
+        workspace = row["workspace"]
+        ratio = f"{row['arena'] / workspace:.2f}x" if workspace else "-"
+        met &= workspace is None or row["arena"] <= workspace
+        print(f"{archive.name:<52} {row['executor']:>8} {row['arena']:>7} {row['bound']:>7} {workspace if workspace is not None else '-':>29} {ratio:>6}")
+    print()
+    print("arena: the static memory of the runtime generated at `tvmc micro create` (graph: one planned arena for")
+    print("intermediates and kernel workspaces; AOT: the archive's own pool); archive workspace_size_bytes: its metadata.")
+    print(f"target (arena <= archive workspace_size_bytes): {'met' if met else 'NOT met'}")
+    return met
+
+
 def main(argv) -> int:
-    models = [Path(a) for a in argv] or sorted(p for p in MODELS_DIR.glob("*.tflite") if p.name not in HYBRID_MODELS)
-    if not models:
+    legacy = [Path(a) for a in argv if a.endswith(".tar")]
+    models = [Path(a) for a in argv if not a.endswith(".tar")]
+    if not argv:
+        models = sorted(p for p in MODELS_DIR.glob("*.tflite") if p.name not in HYBRID_MODELS)
+        legacy = sorted(LEGACY_DIR.glob("*.tar"))
+    if not models and not legacy:
         print(f"no models: {MODELS_DIR} is absent (the ../shared fixtures are not beside this checkout)")
         return 0
+    if models:
+        print_models(models)
+    if legacy:
+        if models:
+            print()
+        print_legacy(legacy)
+    return 0
+
+
+def print_models(models) -> bool:
     header = (f"{'model':<52} {'arena':>7} {'bound':>7} {'ratio':>6} {'tflm':>7} {'tflm head':>9} "
               f"{'vs tflm':>7} {'weights':>8} {'io':>6} {'.text M4':>8}")
     print(header)
@@ -108,7 +163,7 @@ def main(argv) -> int:
     print("tflm: tflite-micro RecordingMicroAllocator total (head = its planned tensors incl. inputs/outputs);")
     print("weights: constant bytes in flash; .text M4: generated kernels, arm-none-eabi-gcc -Os, Cortex-M4.")
     print(f"targets (arena <= 1.05x bound, arena < tflm on every model): {'met' if met else 'NOT met'}")
-    return 0
+    return met
 
 
 if __name__ == "__main__":
