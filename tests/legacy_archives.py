@@ -80,23 +80,36 @@ def unlinked(tmp: Path) -> Path:
     return pack(root, tmp / "legacy_unlinked.tar")
 
 
-def aot(tmp: Path) -> Path:
-    """An AOT archive of the same kernels, TVM 0.8 style: tvmgen_default_run_model in the kernels'
-    file, the CRT AOT glue in default_lib0.c, I/O only in src/relay.txt, no graph JSON."""
-    root = extract(tmp / "aot")
-    lib1 = (root / LIB1).read_text()
-    (root / LIB1).write_text(lib1 + "\n" + (AOT_DATA / "micro_speech_aot_main.c").read_text())
-    shutil.copy2(AOT_DATA / "default_lib0.c", root / "codegen/host/src/default_lib0.c")
+def aot(tmp: Path, style: str = "v08") -> Path:
+    """An AOT archive of the same kernels (tests/c/legacy_aot/), in one of three styles:
+    v08: TVM 0.8, MLF v5: tvmgen_default_run_model in the kernels' file, the CRT AOT glue in
+         default_lib0.c, the I/O only in src/relay.txt;
+    capi: TVM 0.9+ --interface-api=c, MLF v7: tvmgen_default.h, tvmgen_default_run in default_lib0.c
+          over tvmgen_default___tvm_main__, main lists inputs/outputs by size and dtype;
+    usmp: as capi, with a USMP workspace pool (struct tvmgen_default_workspace_pools).
+    Intermediates come from TVMBackendAllocWorkspace (v08, capi) or the pool (usmp)."""
+    root = extract(tmp / f"aot_{style}")
+    lib1 = (root / LIB1).read_text() + "\n" + (AOT_DATA / "micro_speech_aot_body.c").read_text()
+    (root / LIB1).write_text(lib1 + "\n" + (AOT_DATA / f"aot_main_{style}.c").read_text())
+    lib0 = {"v08": "default_lib0_crt_aot.c", "capi": "default_lib0_capi.c", "usmp": "default_lib0_usmp.c"}[style]
+    shutil.copy2(AOT_DATA / lib0, root / "codegen/host/src/default_lib0.c")
     shutil.rmtree(root / "executor-config")
     relay = root / "src" / "relay.txt"
     relay.write_text(relay.read_text().replace(") {", ") -> Tensor[(1, 4), int8] {", 1))
     meta = _metadata(root)
+    main = {"constants_size_bytes": 33524, "device": 1, "io_size_bytes": 1964, "workspace_size_bytes": AOT_WORKSPACE_BYTES}
     meta["executors"] = ["aot"]
-    meta["memory"] = {"functions": {"main": [{"constants_size_bytes": 33524, "device": 1, "io_size_bytes": 1964,
-                                              "workspace_size_bytes": AOT_WORKSPACE_BYTES}],
-                                    "operator_functions": meta["memory"]["functions"]["operator_functions"]}}
+    meta["memory"] = {"functions": {"main": [main], "operator_functions": meta["memory"]["functions"]["operator_functions"]}}
+    if style != "v08":
+        (root / "codegen/host/include").mkdir(parents=True)
+        shutil.copy2(AOT_DATA / f"tvmgen_default_{style}.h", root / "codegen/host/include/tvmgen_default.h")
+        main["inputs"] = {"Reshape_1": {"size": 1960, "dtype": "int8"}}
+        main["outputs"] = {"output": {"size": 4, "dtype": "int8"}}
+        module = {k: meta.pop(k) for k in ("model_name", "export_datetime", "memory", "target", "executors", "style")}
+        module["target"] = list(module["target"].values())
+        meta = {"version": 7, "modules": {"default": module}}
     _write_metadata(root, meta)
-    return pack(root, tmp / "legacy_aot.tar")
+    return pack(root, tmp / f"legacy_aot_{style}.tar")
 
 
 def damaged(tmp: Path, how: str) -> Path:

@@ -94,10 +94,10 @@ def test_params_decode_the_fixture_and_round_trip(tmp_path):
 
 
 @needs_cc
-@pytest.mark.parametrize("layout", ["v2", "v4", "v6", "v7", "unlinked", "aot"])
+@pytest.mark.parametrize("layout", ["v2", "v4", "v6", "v7", "unlinked", "aot_v08", "aot_capi", "aot_usmp"])
 def test_legacy_layouts_give_the_graph_fixture_outputs(layout, tmp_path, inputs, native):
-    if layout == "aot":
-        mlf = legacy_archives.aot(tmp_path)
+    if layout.startswith("aot"):
+        mlf = legacy_archives.aot(tmp_path, layout[4:])
     elif layout == "unlinked":
         mlf = legacy_archives.unlinked(tmp_path)
     else:
@@ -109,14 +109,16 @@ def test_legacy_layouts_give_the_graph_fixture_outputs(layout, tmp_path, inputs,
         runtime_c = (src / "default_runtime.c").read_text() if translation.executor == "graph" else ""
     for run, (a, b) in enumerate(zip(got, native)):
         np.testing.assert_array_equal(a, b, err_msg=f"{layout} input {run}")
-    assert translation.executor == ("aot" if layout == "aot" else "graph")
-    assert translation.linked_params == (layout not in ("unlinked", "aot"))
+    assert translation.executor == ("aot" if layout.startswith("aot") else "graph")
+    assert translation.linked_params == (layout != "unlinked")
     if layout == "unlinked":  # the weights come from parameters/default.params, as const arrays in flash
         assert runtime_c.count("static const int16_t tvmgen_default_const") == 4  # p0 p1 p6 p7
     elif translation.executor == "graph":  # linked: the kernels' own arrays, no second copy
         assert "tvmgen_default_const" not in runtime_c
     if translation.executor == "graph":
-        assert translation.arena_bytes <= ARCHIVE_WORKSPACE
+        assert translation.arena_bytes == translation.lower_bound_bytes <= ARCHIVE_WORKSPACE
+    else:  # the archive's own pool(s): USMP's global_workspace + the kernels' largest scratch
+        assert translation.arena_bytes == legacy_archives.AOT_WORKSPACE_BYTES
 
 
 # ---- the fixture on the boards ---------------------------------------------------------------
@@ -177,7 +179,7 @@ def test_graph_fixture_on_qemu_host_driven_and_standalone(tmp_path, inputs, nati
 @pytest.mark.slow
 def test_aot_archive_on_the_host_board_equals_the_graph_executor(tmp_path, inputs, native):
     project = tmp_path / "aot_project"
-    _create_build_flash(project, legacy_archives.aot(tmp_path), "host")
+    _create_build_flash(project, legacy_archives.aot(tmp_path, "v08"), "host")
     translation = _translation(project)
     assert translation["executor"] == "aot" and translation["arena_bytes"] == legacy_archives.AOT_WORKSPACE_BYTES
     assert (project / "model" / "legacy" / "default_lib0.c").is_file()  # the CRT AOT glue, set aside

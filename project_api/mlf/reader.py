@@ -151,6 +151,17 @@ def _io_from_relay(relay: str, param_names: List[str], header: str, c: str) -> t
     return inputs, outputs
 
 
+def _fill_shapes(tensors: List[dict], described: Optional[List[dict]]) -> List[dict]:
+    """Shapes the metadata leaves out (v6/v7 main lists only size and dtype), from the Relay
+    signature when it describes the same tensors in the same order with the same sizes."""
+    if not described or len(described) != len(tensors):
+        return tensors
+    for tensor, other in zip(tensors, described):
+        if tensor["shape"] is None and other["size"] == tensor["size"] and other["dtype"] == tensor["dtype"]:
+            tensor["shape"] = other["shape"]
+    return tensors
+
+
 def _io_from_main(entries: dict) -> List[dict]:
     result = []
     for name, info in entries.items():
@@ -229,14 +240,15 @@ def read_metadata(path: PathLike, module: Optional[str] = None) -> dict:
             elif "graph" in executors:
                 raise MLFError(f"{path}: executor-config/graph/graph.json is missing: a graph-executor archive needs "
                                "its graph JSON (or runtime-config/graph/graph.json) for its inputs, outputs and call order")
-        if inputs is None or outputs is None:  # legacy AOT: only the Relay text and the C header say
+        shapeless = any(t["shape"] is None for t in (inputs or []) + (outputs or []))
+        if inputs is None or outputs is None or shapeless:  # legacy AOT: the Relay text and the C header say
             params_blob = archive.read(f"parameters/{model_name}.params")
             relay_inputs, relay_outputs = _io_from_relay(
                 (archive.read("src/relay.txt") or archive.read(f"src/{model_name}.relay") or b"").decode("utf-8", "replace"),
                 _tvm_params_names(params_blob) or _npz_names(params_blob),
                 (archive.read(f"codegen/host/include/tvmgen_{c}.h") or b"").decode("utf-8", "replace"), c)
-            inputs = relay_inputs if inputs is None else inputs
-            outputs = relay_outputs if outputs is None else outputs
+            inputs = relay_inputs if inputs is None else _fill_shapes(inputs, relay_inputs)
+            outputs = relay_outputs if outputs is None else _fill_shapes(outputs, relay_outputs)
         workspace = main.get("workspace_size_bytes")
         if workspace is None and isinstance(memory, list):  # v2: only a storage list
             workspace = sum(s.get("size_bytes", 0) for s in memory if "input_binding" not in s)

@@ -1,9 +1,8 @@
-/* Test data: the AOT main of a legacy (TVM 0.8 style, unpacked interface) archive for the
- * micro_speech graph fixture. tests/test_legacy_mlf.py appends it to the fixture's
- * default_lib1.c, the way TVM 0.8 emitted tvmgen_default_run_model into the kernels' file, to
- * synthesise an AOT archive from the same kernels: like TVM's AOT code it takes every
- * intermediate from TVMBackendAllocWorkspace, describes each argument as a DLTensor on the stack
- * and calls the packed kernels in the graph's order, the linked parameters by their symbols. */
+/* Test data: the body of a legacy AOT main for the micro_speech graph fixture. tests/legacy_archives.py
+ * appends it, and one of the aot_main_*.c entries, to the fixture's default_lib1.c (the file TVM
+ * emitted the AOT main into) to synthesise AOT archives from the same kernels: like TVM's AOT code
+ * it describes each argument as a DLTensor on the stack and calls the packed kernels in the graph's
+ * order, the linked parameters by their symbols, the intermediates in buffers its entry provides. */
 
 #define MS_TENSOR(t, ptr, rank, dims, code_, bits_) \
   do {                                              \
@@ -43,20 +42,10 @@ static int32_t ms_call(int32_t (*kernel)(void*, void*, int32_t, void*, void*, vo
   return kernel(values, codes, count, &ret, &ret_code, NULL);
 }
 
-#ifdef __cplusplus
-extern "C"
-#endif
-TVM_DLL int32_t tvmgen_default_run_model(void* arg0, void* arg1) {
+static int32_t ms_run(void* arg0, void* arg1, void* sid_in16, void* sid_conv, void* sid_flat, void* sid_dense,
+                      void* sid_soft) {
   DLTensor t[7];
   int32_t status = -1;
-  void* sid_in16 = TVMBackendAllocWorkspace(1, 0, (uint64_t)3920, 0, 16);
-  void* sid_conv = TVMBackendAllocWorkspace(1, 0, (uint64_t)4000, 0, 8);
-  void* sid_flat = TVMBackendAllocWorkspace(1, 0, (uint64_t)8000, 0, 16);
-  void* sid_dense = TVMBackendAllocWorkspace(1, 0, (uint64_t)16, 2, 32);
-  void* sid_soft = TVMBackendAllocWorkspace(1, 0, (uint64_t)16, 2, 32);
-  if (sid_in16 == NULL || sid_conv == NULL || sid_flat == NULL || sid_dense == NULL || sid_soft == NULL) {
-    return -1;
-  }
   MS_TENSOR(t[0], arg0, 2, ms_shape_input, kDLInt, 8);
   MS_TENSOR(t[1], __tvm_param__p0, 0, ms_shape_scalar, kDLInt, 16);
   MS_TENSOR(t[2], sid_in16, 4, ms_shape_nhwc_in, kDLInt, 16);
@@ -88,10 +77,5 @@ TVM_DLL int32_t tvmgen_default_run_model(void* arg0, void* arg1) {
   MS_TENSOR(t[1], arg1, 2, ms_shape_out, kDLInt, 8);
   status = ms_call(tvmgen_default_fused_divide_add_round_cast_clip_cast, t, 2);
 done:
-  TVMBackendFreeWorkspace(1, 0, sid_soft);
-  TVMBackendFreeWorkspace(1, 0, sid_dense);
-  TVMBackendFreeWorkspace(1, 0, sid_flat);
-  TVMBackendFreeWorkspace(1, 0, sid_conv);
-  TVMBackendFreeWorkspace(1, 0, sid_in16);
   return status;
 }
