@@ -184,12 +184,20 @@ def _align_up(value: int, alignment: int) -> int:
     return (value + alignment - 1) // alignment * alignment
 
 
+def _target_kind(target) -> str:
+    """'c' for "c -keys=cpu -link-params=1 ..." and for a JSON target {"kind": "c", ...}."""
+    text = str(target).strip()
+    if text.startswith("{"):
+        try:
+            return str(json.loads(text).get("kind", ""))
+        except (ValueError, AttributeError):
+            return text
+    return text.split(" ")[0]
+
+
 def _check_target(meta: dict, where: str) -> None:
     for target in meta["target"]:
-        kind = str(target).strip().split(" ")[0].strip("{\"'")
-        if kind.startswith("{"):
-            kind = "json"
-        if kind not in ("c",):
+        if _target_kind(target) != "c":
             raise _fail(where, "metadata.json",
                         f"target '{target}' is not the C target; only archives compiled with --target c carry "
                         "sources a microcontroller project can build")
