@@ -141,6 +141,8 @@ def test_graph_fixture_on_the_host_board_agrees_with_tflite_micro(tmp_path, inpu
     ours = _session_outputs(project, inputs)
     for run, (device, reference) in enumerate(zip(ours, native)):
         np.testing.assert_array_equal(device, reference, err_msg=f"host board vs native, input {run}")
+    shown = tvmc("run", "--device", "micro", project, "--fill-mode", "ones", "--print-top", "4").stdout
+    assert "top 4 of output_0 (output)" in shown and len([l for l in shown.splitlines() if l.strip()[:1].isdigit()]) == 4
     tflm = _tflite_micro(fixture_path("models", "tflm_micro_speech_quantized.tflite"), inputs)
     lsb = [int(np.abs(o.astype(np.int32) - m.astype(np.int32)).max()) for o, m in zip(ours, tflm)]
     top1 = [int(np.argmax(o)) == int(np.argmax(m)) for o, m in zip(ours, tflm)]
