@@ -114,7 +114,7 @@ def aot(tmp: Path, style: str = "v08") -> Path:
 
 def damaged(tmp: Path, how: str) -> Path:
     """The graph fixture broken one way: missing_graph, truncated_params, missing_param,
-    unknown_symbol, llvm_target, object_file, missing_kernel."""
+    no_params, unknown_symbol, llvm_target, object_file, missing_kernel."""
     root = extract(tmp / how)
     if how == "missing_graph":
         (root / "executor-config" / "graph" / "graph.json").unlink()
@@ -131,6 +131,8 @@ def damaged(tmp: Path, how: str) -> Path:
     elif how == "object_file":
         (root / "codegen" / "host" / "lib").mkdir()
         (root / "codegen" / "host" / "lib" / "lib0.o").write_bytes(b"\x7fELF")
+    elif how == "no_params":  # linked weights, but parameters/default.params (their names) is gone
+        (root / "parameters" / "default.params").unlink()
     elif how == "missing_param":  # weights only in .params (no -link-params), one of them gone
         shutil.rmtree(root)
         with tarfile.open(unlinked(tmp)) as tar:

@@ -231,6 +231,7 @@ def test_arduino_sketch_of_the_graph_fixture_compiles_flat_for_the_due(tmp_path)
     ("missing_graph", "executor-config/graph/graph.json", "is missing"),
     ("truncated_params", "parameters/default.params", "truncated"),
     ("missing_param", "parameters/default.params", "parameter 'p3'"),
+    ("no_params", "parameters/default.params", "is missing, so it cannot name parameter 'p0'"),
     ("unknown_symbol", "codegen/host/src/default_lib1.c", "TVMBackendParallelLaunch"),
     ("llvm_target", "metadata.json", "not the C target"),
     ("object_file", "codegen/host/lib/lib0.o", "compiled object"),

@@ -316,6 +316,11 @@ def _graph_lowered(model_dir: Path, meta: dict, raw: dict, sources: _Sources, wh
     unknown = [n for n in inputs if relay_inputs is not None and n not in relay_inputs]
     reader_inputs = {t["name"] for t in meta["inputs"]}
     unknown += [n for n in inputs if n not in reader_inputs and n not in unknown]
+    extra = [t["name"] for t in meta["inputs"] if t["name"] not in inputs]
+    if extra:  # what the reader took for inputs are parameters the kernels link in
+        raise _fail(where, params_member or f"parameters/{meta['model_name']}.params",
+                    f"{'lacks' if params_member else 'is missing, so it cannot name'} parameter '{extra[0]}', which "
+                    "the metadata then takes for a model input; export the archive again with its parameters")
     if unknown:
         raise _fail(where, params_member or f"parameters/{meta['model_name']}.params",
                     f"parameter '{unknown[0]}' ({graph_member} argument node) is neither in the params file nor linked "
@@ -516,8 +521,8 @@ def translate(model_dir: Path, metadata: dict, where: str) -> Translation:
     from ..compiler.runtime_gen import generate_runtime
 
     model_dir = Path(model_dir)
-    executors = metadata["executors"] or ["graph"]
-    executor = executors[0]
+    has_graph = any((model_dir / rel).exists() for rel in ("executor-config/graph", "runtime-config/graph"))
+    executor = (metadata["executors"] or ["graph" if has_graph else "aot"])[0]
     if executor not in ("graph", "aot"):
         raise _fail(where, "metadata.json", f"executor '{executor}' is neither graph nor aot")
     _check_target(metadata, where)
