@@ -90,6 +90,25 @@ def test_params_decode_the_fixture_and_round_trip(tmp_path):
         load_params(blob + b"\0")
 
 
+@needs_cc
+def test_shim_workspace_allocator(tmp_path):
+    """tests/c/test_legacy_shim.c against the shim, natively; the shim also builds warning-free for
+    a Cortex-M0 and an AVR (16-bit int and size_t)."""
+    from project_api.mlf.legacy import SHIM_DIR
+
+    here = pathlib.Path(__file__).parent
+    flags = ["-std=c99", "-Wall", "-Wextra", "-Werror", f"-I{SHIM_DIR}"]
+    subprocess.run(["cc", *flags, str(here / "c" / "test_legacy_shim.c"), str(SHIM_DIR / "tvm_legacy_shim.c"),
+                    "-o", str(tmp_path / "shim_test")], check=True)
+    result = subprocess.run([str(tmp_path / "shim_test")], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stdout
+    for cc, target in (("arm-none-eabi-gcc", ["-mcpu=cortex-m0", "-mthumb", "-Wcast-align"]),
+                       ("avr-gcc", ["-mmcu=atmega2560"])):
+        if __import__("shutil").which(cc):
+            subprocess.run([cc, *target, *flags, "-Os", "-c", str(SHIM_DIR / "tvm_legacy_shim.c"),
+                            "-o", str(tmp_path / f"shim_{cc}.o")], check=True)
+
+
 # ---- every legacy layout gives the graph fixture's outputs ------------------------------------
 
 
