@@ -65,6 +65,24 @@ def versioned(tmp: Path, version: int) -> Path:
     return pack(root, tmp / f"legacy_v{version}.tar")
 
 
+def with_nop(tmp: Path) -> Path:
+    """The graph fixture with a trailing __nop node (the graph executor's storage alias, what TVM
+    emits for a reshape-only function) between the last kernel and the model output."""
+    root = extract(tmp / "nop")
+    path = root / "executor-config" / "graph" / "graph.json"
+    graph = json.loads(path.read_text())
+    last = graph["heads"][0][0]
+    graph["nodes"].append({"op": "tvm_op", "name": "reshape_nop", "inputs": [[last, 0, 0]],
+                           "attrs": {"func_name": "__nop", "num_inputs": "1", "num_outputs": "1", "flatten_data": "0"}})
+    entry = graph["node_row_ptr"][last]
+    graph["node_row_ptr"].append(graph["node_row_ptr"][-1] + 1)
+    for key in ("storage_id", "shape", "dltype"):
+        graph["attrs"][key][1].append(graph["attrs"][key][1][entry])
+    graph["heads"] = [[len(graph["nodes"]) - 1, 0, 0]]
+    path.write_text(json.dumps(graph))
+    return pack(root, tmp / "legacy_nop.tar")
+
+
 def unlinked(tmp: Path) -> Path:
     """The same kernels built without -link-params: no _lookup_linked_param, weights in .params only."""
     root = extract(tmp / "unlinked")

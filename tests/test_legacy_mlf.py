@@ -113,12 +113,14 @@ def test_shim_workspace_allocator(tmp_path):
 
 
 @needs_cc
-@pytest.mark.parametrize("layout", ["v2", "v4", "v6", "v7", "unlinked", "aot_v08", "aot_capi", "aot_usmp"])
+@pytest.mark.parametrize("layout", ["v2", "v4", "v6", "v7", "unlinked", "nop", "aot_v08", "aot_capi", "aot_usmp"])
 def test_legacy_layouts_give_the_graph_fixture_outputs(layout, tmp_path, inputs, native):
     if layout.startswith("aot"):
         mlf = legacy_archives.aot(tmp_path, layout[4:])
     elif layout == "unlinked":
         mlf = legacy_archives.unlinked(tmp_path)
+    elif layout == "nop":
+        mlf = legacy_archives.with_nop(tmp_path)
     else:
         mlf = legacy_archives.versioned(tmp_path, int(layout[1:]))
     with NativeModel(mlf) as model:
