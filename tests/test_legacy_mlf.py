@@ -210,6 +210,17 @@ def test_aot_archive_on_the_host_board_equals_the_graph_executor(tmp_path, input
         np.testing.assert_array_equal(device, graph, err_msg=f"AOT vs graph executor, input {run}")
 
 
+@needs_arm_tools
+@pytest.mark.slow
+def test_usmp_aot_archive_on_qemu_equals_the_graph_executor(tmp_path, inputs, native):
+    """A TVM 0.10+ style AOT archive (--interface-api=c, a USMP pool) on the Cortex-M4F."""
+    project = tmp_path / "qemu_aot"
+    _create_build_flash(project, legacy_archives.aot(tmp_path, "usmp"), "cortex_m", "board=mps2_an386",
+                        "project_type=host_driven")
+    for run, (device, graph) in enumerate(zip(_session_outputs(project, inputs[:3]), native)):
+        np.testing.assert_array_equal(device, graph, err_msg=f"QEMU USMP AOT vs graph executor, input {run}")
+
+
 # ---- zephyr and arduino ----------------------------------------------------------------------
 
 

@@ -427,7 +427,7 @@ def _adapter_source(adapter, func, entries, entry_tensor, linked_entries, shape_
     lines += [
         f"  DLTensor tensors[{count}];",
         f"  TVMValue values[{count}];",
-        f"  int type_codes[{count}];",
+        f"  int32_t type_codes[{count}];",
         "  TVMValue ret_value;",
         "  int ret_code = kTVMNullptr;",
         "  int32_t status;",

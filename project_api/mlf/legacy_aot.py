@@ -134,7 +134,7 @@ def translate_aot(model_dir: Path, metadata: dict, sources, where: str):
         packed = len(params) == 6 and ("TVMValue" in params[0] or "args" in params[0]) and len(inputs) + len(outputs) != 6
         if packed:
             count = len(inputs) + len(outputs)
-            body += [f"  DLTensor tensors[{count}];", f"  TVMValue values[{count}];", f"  int type_codes[{count}];",
+            body += [f"  DLTensor tensors[{count}];", f"  TVMValue values[{count}];", f"  int32_t type_codes[{count}];",
                      "  TVMValue ret_value;", "  int ret_code = kTVMNullptr;"]
             for k, (struct, member, name) in enumerate(
                     [("inputs", m, n) for m, n in zip(members_in, inputs)]

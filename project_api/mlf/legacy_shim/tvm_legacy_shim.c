@@ -80,7 +80,7 @@ void TVMAPISetLastError(const char* msg) { last_error = msg != NULL ? msg : ""; 
 
 const char* TVMGetLastError(void) { return last_error; }
 
-void tvm_legacy_shim_tensor(DLTensor* tensor, TVMValue* value, int* type_code, void* data, int32_t ndim,
+void tvm_legacy_shim_tensor(DLTensor* tensor, TVMValue* value, int32_t* type_code, void* data, int32_t ndim,
                             const int64_t* shape, uint8_t dtype_code, uint8_t dtype_bits) {
   tensor->data = data;
   tensor->device.device_type = kDLCPU;

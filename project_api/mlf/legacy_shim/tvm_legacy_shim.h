@@ -94,8 +94,9 @@ void tvm_legacy_shim_workspace_end(void);
 /* The default pool: what AOT archives' own code allocates from (set once before their run). */
 void tvm_legacy_shim_set_default_pool(void* pool, size_t bytes);
 
-/* Fills `tensor` (a compact CPU tensor) and the packed argument for it. */
-void tvm_legacy_shim_tensor(DLTensor* tensor, TVMValue* value, int* type_code, void* data, int32_t ndim,
+/* Fills `tensor` (a compact CPU tensor) and the packed argument for it. The type codes are int32_t
+ * because TVM's generated kernels read them through an int32_t pointer (`int` may be 16 bits). */
+void tvm_legacy_shim_tensor(DLTensor* tensor, TVMValue* value, int32_t* type_code, void* data, int32_t ndim,
                             const int64_t* shape, uint8_t dtype_code, uint8_t dtype_bits);
 
 /* The pointer a packed function returned as an opaque handle (linked-parameter lookup); NULL if
