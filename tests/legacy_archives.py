@@ -10,9 +10,13 @@ import shutil
 import tarfile
 from pathlib import Path
 
+import numpy as np
+
 from conftest import fixture_path
 
 AOT_DATA = Path(__file__).resolve().parent / "c" / "legacy_aot"
+TINY_DATA = Path(__file__).resolve().parent / "c" / "legacy_tiny"
+TINY_P0 = np.array([100, -100, 50, -50, 127, -128, 0, 1], np.int8)
 LIB1 = "codegen/host/src/default_lib1.c"
 # Bytes the synthetic AOT main allocates (its five intermediates) plus the largest kernel
 # workspace (the convolution's 5,360 B in the fixture's metadata), every block 16-byte rounded.
@@ -128,6 +132,37 @@ def aot(tmp: Path, style: str = "v08") -> Path:
         meta = {"version": 7, "modules": {"default": module}}
     _write_metadata(root, meta)
     return pack(root, tmp / f"legacy_aot_{style}.tar")
+
+
+def tiny(tmp: Path) -> Path:
+    """A legacy graph archive (MLF v5, TVM 0.8 layout) small enough for an AVR: two hand-written
+    packed kernels (tests/c/legacy_tiny/), the weight p0 only in parameters/default.params."""
+    from project_api.mlf.legacy_params import save_params
+
+    root = tmp / "tiny"
+    for folder in ("codegen/host/src", "executor-config/graph", "parameters", "src"):
+        (root / folder).mkdir(parents=True)
+    shutil.copy2(TINY_DATA / "default_lib1.c", root / LIB1)
+    shutil.copy2(TINY_DATA / "graph.json", root / "executor-config/graph/graph.json")
+    (root / "parameters/default.params").write_bytes(save_params({"p0": TINY_P0}))
+    (root / "src/relay.txt").write_text(
+        "def @main(%x: Tensor[(1, 8), int8], %v_param_1: Tensor[(8), int8]) {\n"
+        "  %0 = add(%x, %v_param_1);\n  negative(clip(%0, a_min=-128f, a_max=127f))\n}\n")
+    _write_metadata(root, {
+        "version": 5, "model_name": "default", "export_datetime": "2021-07-28 15:17:07Z", "style": "full-model",
+        "executors": ["graph"], "target": {"1": "c -keys=cpu -link-params=0 -runtime=c -system-lib=1"},
+        "memory": {"functions": {
+            "main": [{"constants_size_bytes": 8, "device": 1, "io_size_bytes": 16, "workspace_size_bytes": 48}],
+            "operator_functions": [
+                {"function_name": "tvmgen_default_fused_add_clip", "workspace": [{"device": 1, "workspace_size_bytes": 16}]},
+                {"function_name": "tvmgen_default_fused_negative_clip", "workspace": [{"device": 1, "workspace_size_bytes": 0}]},
+            ]}}})
+    return pack(root, tmp / "legacy_tiny.tar")
+
+
+def tiny_expected(x: np.ndarray) -> np.ndarray:
+    added = np.clip(x.astype(np.int16) + TINY_P0.astype(np.int16), -128, 127)
+    return np.clip(-added, -128, 127).astype(np.int8)
 
 
 def damaged(tmp: Path, how: str) -> Path:

@@ -3,8 +3,10 @@
 The real TVM 0.8 graph-executor archive of micro_speech (../shared/fixtures/legacy-mlf) is
 translated at `tvmc micro create` (project_api/mlf/legacy.py), built and run on the host board
 and on QEMU mps2-an386 (host-driven and standalone); every layout derived from it (MLF v2-v7,
-without linked parameters, an AOT archive of the same kernels) gives the same outputs; damaged
-archives are refused at create with one line and leave nothing behind."""
+without linked parameters, AOT archives of the same kernels in the TVM 0.8, 0.9+ and USMP styles)
+gives the same outputs; a tiny legacy archive runs on the emulated Arduino Mega, where
+micro_speech is refused for its RAM; damaged archives are refused at create with one line and
+leave nothing behind."""
 
 import json
 import pathlib
@@ -231,6 +233,38 @@ def test_zephyr_project_generates_from_the_graph_fixture(tmp_path):
     assert {"default_runtime.c", "default_legacy_calls.c", "default_lib1.c", "tvm_legacy_shim.c"} <= {
         p.name for p in (model / "src").glob("*.c")}
     assert (model / "include" / "tvmgen_default.h").is_file()
+
+
+@needs_cc
+def test_tiny_legacy_archive_natively(tmp_path):
+    """The hand-written packed kernels check num_args and every type code, as TVM's do."""
+    x = np.array([[1, 2, 100, -100, 1, -1, -128, 127]], np.int8)
+    with NativeModel(legacy_archives.tiny(tmp_path)) as model:
+        np.testing.assert_array_equal(model.run([x])[0], legacy_archives.tiny_expected(x))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (__import__("shutil").which("arduino-builder") and __import__("shutil").which("avr-gcc")
+         and pathlib.Path("/usr/share/arduino/hardware/arduino/avr").is_dir()
+         and pathlib.Path("/usr/include/simavr/sim_avr.h").exists()),
+    reason="needs apt-get install gcc-avr avr-libc arduino-builder arduino-core-avr simavr libsimavr-dev")
+def test_tiny_legacy_archive_on_the_emulated_mega(tmp_path):
+    """A legacy graph archive that fits the Mega's 8 KiB: built with -Werror, run over RPC on simavr
+    (16-bit int: the packed type codes must still read as int32)."""
+    sketch = tmp_path / "tiny_sketch"
+    tvmc("micro", "create", sketch, legacy_archives.tiny(tmp_path), "arduino", "--project-option",
+         "board=mega2560_simavr", "project_type=host_driven", "warning_as_error=true")
+    tvmc("micro", "build", sketch, "arduino")
+    tvmc("micro", "flash", sketch, "arduino")
+    rng = np.random.default_rng(3)
+    xs = [rng.integers(-128, 128, (1, 8), dtype=np.int8) for _ in range(3)]
+    with client.instantiate_from_dir(sketch) as api:
+        with Session(ProjectAPITransport(api), run_timeout_sec=60) as session:
+            for x in xs:
+                session.set_input("x", x)
+                session.run()
+                np.testing.assert_array_equal(session.get_output(0), legacy_archives.tiny_expected(x))
 
 
 def test_arduino_mega_refuses_the_graph_fixture_with_sizes(tmp_path):
