@@ -16,7 +16,6 @@ Workspace: the shim's default pool, one static array of the metadata's ``workspa
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 from typing import Dict, List
 
