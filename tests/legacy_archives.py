@@ -105,7 +105,7 @@ def unlinked(tmp: Path) -> Path:
 def aot(tmp: Path, style: str = "v08") -> Path:
     """An AOT archive of the same kernels (tests/c/legacy_aot/), in one of three styles:
     v08: TVM 0.8, MLF v5: tvmgen_default_run_model in the kernels' file, the CRT AOT glue in
-         default_lib0.c, the I/O only in src/relay.txt;
+         default_lib0.c, the I/O only in src/relay.txt; v08_packed: the same with the packed entry;
     capi: TVM 0.9+ --interface-api=c, MLF v7: tvmgen_default.h, tvmgen_default_run in default_lib0.c
           over tvmgen_default___tvm_main__, main lists inputs/outputs by size and dtype;
     usmp: as capi, with a USMP workspace pool (struct tvmgen_default_workspace_pools).
@@ -113,7 +113,8 @@ def aot(tmp: Path, style: str = "v08") -> Path:
     root = extract(tmp / f"aot_{style}")
     lib1 = (root / LIB1).read_text() + "\n" + (AOT_DATA / "micro_speech_aot_body.c").read_text()
     (root / LIB1).write_text(lib1 + "\n" + (AOT_DATA / f"aot_main_{style}.c").read_text())
-    lib0 = {"v08": "default_lib0_crt_aot.c", "capi": "default_lib0_capi.c", "usmp": "default_lib0_usmp.c"}[style]
+    lib0 = {"v08": "default_lib0_crt_aot.c", "v08_packed": "default_lib0_crt_aot.c", "capi": "default_lib0_capi.c",
+            "usmp": "default_lib0_usmp.c"}[style]
     shutil.copy2(AOT_DATA / lib0, root / "codegen/host/src/default_lib0.c")
     shutil.rmtree(root / "executor-config")
     relay = root / "src" / "relay.txt"
@@ -122,7 +123,7 @@ def aot(tmp: Path, style: str = "v08") -> Path:
     main = {"constants_size_bytes": 33524, "device": 1, "io_size_bytes": 1964, "workspace_size_bytes": AOT_WORKSPACE_BYTES}
     meta["executors"] = ["aot"]
     meta["memory"] = {"functions": {"main": [main], "operator_functions": meta["memory"]["functions"]["operator_functions"]}}
-    if style != "v08":
+    if not style.startswith("v08"):
         (root / "codegen/host/include").mkdir(parents=True)
         shutil.copy2(AOT_DATA / f"tvmgen_default_{style}.h", root / "codegen/host/include/tvmgen_default.h")
         main["inputs"] = {"Reshape_1": {"size": 1960, "dtype": "int8"}}

@@ -115,7 +115,8 @@ def test_shim_workspace_allocator(tmp_path):
 
 
 @needs_cc
-@pytest.mark.parametrize("layout", ["v2", "v4", "v6", "v7", "unlinked", "nop", "aot_v08", "aot_capi", "aot_usmp"])
+@pytest.mark.parametrize("layout", ["v2", "v4", "v6", "v7", "unlinked", "nop", "aot_v08", "aot_v08_packed", "aot_capi",
+                                    "aot_usmp"])
 def test_legacy_layouts_give_the_graph_fixture_outputs(layout, tmp_path, inputs, native):
     if layout.startswith("aot"):
         mlf = legacy_archives.aot(tmp_path, layout[4:])
