@@ -168,9 +168,22 @@ def tiny_expected(x: np.ndarray) -> np.ndarray:
 
 def damaged(tmp: Path, how: str) -> Path:
     """The graph fixture broken one way: missing_graph, truncated_params, missing_param,
-    no_params, unknown_symbol, llvm_target, object_file, missing_kernel."""
-    root = extract(tmp / how)
-    if how == "missing_graph":
+    no_params, unknown_symbol, llvm_target, object_file, missing_kernel; the AOT archive without
+    its entry (aot_no_entry) or its workspace size (aot_no_workspace)."""
+    if how.startswith("aot_"):  # the v08 AOT archive, broken
+        root = tmp / how
+        with tarfile.open(aot(tmp, "v08")) as tar:
+            tar.extractall(root, filter="data")
+    else:
+        root = extract(tmp / how)
+    if how == "aot_no_entry":
+        lib1 = (root / LIB1).read_text()
+        (root / LIB1).write_text(lib1.replace("tvmgen_default_run_model(void* arg0", "tvmgen_default_main_renamed(void* arg0"))
+    elif how == "aot_no_workspace":
+        meta = _metadata(root)
+        del meta["memory"]["functions"]["main"][0]["workspace_size_bytes"]
+        _write_metadata(root, meta)
+    elif how == "missing_graph":
         (root / "executor-config" / "graph" / "graph.json").unlink()
     elif how == "truncated_params":
         params = root / "parameters" / "default.params"

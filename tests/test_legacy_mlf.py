@@ -303,6 +303,8 @@ def test_arduino_sketch_of_the_graph_fixture_compiles_flat_for_the_due(tmp_path)
     ("llvm_target", "metadata.json", "not the C target"),
     ("object_file", "codegen/host/lib/lib0.o", "compiled object"),
     ("missing_kernel", "executor-config/graph/graph.json", "tvmgen_default_fused_nn_softmax_gone"),
+    ("aot_no_entry", "codegen/host/src", "no source defines tvmgen_default_run_model or tvmgen_default_run"),
+    ("aot_no_workspace", "metadata.json", "records no workspace_size_bytes"),
 ])
 def test_damaged_legacy_archives_are_refused_at_create(how, member, reason, tmp_path):
     mlf = legacy_archives.damaged(tmp_path, how)
