@@ -65,6 +65,10 @@ def versioned(tmp: Path, version: int) -> Path:
         module = {k: meta.pop(k) for k in ("model_name", "export_datetime", "memory", "target", "executors", "style")}
         module["target"] = list(module["target"].values())
         meta["modules"] = {"default": module}
+        if version == 7:  # TVM 0.10+ lists the I/O in main, by size and dtype, under the model's names
+            main = module["memory"]["functions"]["main"][0]
+            main["inputs"] = {"Reshape_1": {"size": 1960, "dtype": "int8"}}
+            main["outputs"] = {"Identity": {"size": 4, "dtype": "int8"}}
     _write_metadata(root, meta)
     return pack(root, tmp / f"legacy_v{version}.tar")
 

@@ -333,7 +333,9 @@ def _graph_lowered(model_dir: Path, meta: dict, raw: dict, sources: _Sources, wh
         if nodes[node]["op"] == "null" or entry in (entry_of(*h[:2]) for h in heads[:index]):
             raise _fail(where, graph_member, f"output {index} is a model input, a parameter or a repeated output; "
                         "only kernel results can be outputs of the static runtime")
-        name = "output" if len(heads) == 1 else f"output{index}"
+        # The names the metadata gives (v6/v7 list them in main) are what model_glue.c uses.
+        described = [t["name"] for t in meta["outputs"]]
+        name = described[index] if len(described) == len(heads) else ("output" if len(heads) == 1 else f"output{index}")
         shape, dtype = shape_dtype(entry)
         tensors[name] = Tensor(name, shape, dtype, OUTPUT)
         entry_tensor[entry] = name
