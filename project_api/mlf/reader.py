@@ -220,7 +220,8 @@ def read_metadata(path: PathLike, module: Optional[str] = None) -> dict:
             main = mains[0]
         inputs = _io_from_main(main["inputs"]) if "inputs" in main else None
         outputs = _io_from_main(main["outputs"]) if "outputs" in main else None
-        if inputs is None or outputs is None:
+        shapeless = any(t["shape"] is None for t in (inputs or []) + (outputs or []))
+        if inputs is None or outputs is None or shapeless:
             graph_bytes = None
             for rel in (f"executor-config/graph/{model_name}.graph", f"executor-config/graph/{c}.graph",
                         "executor-config/graph/graph.json", "runtime-config/graph/graph.json"):
@@ -235,9 +236,9 @@ def read_metadata(path: PathLike, module: Optional[str] = None) -> dict:
                     graph_inputs, graph_outputs = _io_from_graph(graph, params)
                 except (ValueError, KeyError, IndexError, TypeError) as err:
                     raise MLFError(f"{path}: the graph JSON is malformed ({err})")
-                inputs = graph_inputs if inputs is None else inputs
-                outputs = graph_outputs if outputs is None else outputs
-            elif "graph" in executors:
+                inputs = graph_inputs if inputs is None else _fill_shapes(inputs, graph_inputs)
+                outputs = graph_outputs if outputs is None else _fill_shapes(outputs, graph_outputs)
+            elif "graph" in executors and (inputs is None or outputs is None):
                 raise MLFError(f"{path}: executor-config/graph/graph.json is missing: a graph-executor archive needs "
                                "its graph JSON (or runtime-config/graph/graph.json) for its inputs, outputs and call order")
         shapeless = any(t["shape"] is None for t in (inputs or []) + (outputs or []))
