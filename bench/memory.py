@@ -8,13 +8,17 @@ then patch-based inference (project_api/compiler/patching.py): the layer-wise lo
 without and with patching (the smallest planned arena among the plans costing at most 15% extra
 MACs), its plan and extra MACs, the smallest arena any plan reaches and at what MAC cost, the
 kernels' .text with patching, and tflite-micro's arena again for comparison.
+Then, for each legacy archive (TVM 0.8-0.18 MLF .tar, ../shared/fixtures/legacy-mlf/), the arena of
+the static runtime `tvmc micro create` generates for it beside the workspace_size_bytes its own
+metadata records (what legacy templates reserved).
 Targets: arena <= 1.05x the lower bound, and below tflite-micro's arena, on every model; patched
-VWW arena <= 0.5x the layer-wise lower bound with <= 15% extra MACs.
+VWW arena <= 0.5x the layer-wise lower bound with <= 15% extra MACs; legacy arena <=
+workspace_size_bytes.
 
 The first table also gives our previous release's arena (--previous, default c257bff: its compiler,
 extracted with `git archive` in this run, as bench/speed.py does).
 
-    python bench/memory.py [--previous REV | --no-previous] [MODEL.tflite ...]
+    python bench/memory.py [--previous REV | --no-previous] [MODEL.tflite | LEGACY_MLF.tar ...]
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 MODELS_DIR = REPO.parent / "shared" / "fixtures" / "models"
+LEGACY_DIR = REPO.parent / "shared" / "fixtures" / "legacy-mlf"
 HYBRID_MODELS = {"mlperf_tiny_kws_ref_model_float32.tflite"}  # dynamic-range: must be refused, not measured
 ARM_CFLAGS = ["-Os", "-std=c99", "-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
 
@@ -131,6 +136,43 @@ def previous_arena(tree: Path, model: Path) -> str:
     return result.stdout.strip().splitlines()[-1] if result.returncode == 0 and result.stdout.strip() else "refused"
 
 
+def measure_legacy(archive: Path) -> dict:
+    """The translation `tvmc micro create` makes of a legacy archive (project_api/mlf/legacy.py)."""
+    from project_api.mlf.legacy import translate_if_legacy
+    from project_api.mlf.reader import extract_mlf
+
+    with tempfile.TemporaryDirectory(prefix="bench-legacy-") as tmp:
+        model_dir = extract_mlf(archive, Path(tmp) / "model")
+        translation = translate_if_legacy(model_dir, str(archive))
+    if translation is None:
+        raise ValueError("not a legacy archive (written by microtvm-projects)")
+    return {"executor": translation.executor, "arena": translation.arena_bytes, "bound": translation.lower_bound_bytes,
+            "workspace": translation.workspace_size_bytes}
+
+
+def print_legacy(archives) -> bool:
+    header = f"{'legacy archive':<52} {'executor':>8} {'arena':>7} {'bound':>7} {'archive workspace_size_bytes':>29} {'ratio':>6}"
+    print(header)
+    print("-" * len(header))
+    met = True
+    for archive in archives:
+        try:
+            row = measure_legacy(archive)
+        except Exception as err:  # a refused archive is a result too
+            print(f"{archive.name:<52} refused: {' '.join(str(err).split())[:120]}")
+            met = False
+            continue
+        workspace = row["workspace"]
+        ratio = f"{row['arena'] / workspace:.2f}x" if workspace else "-"
+        met &= workspace is None or row["arena"] <= workspace
+        print(f"{archive.name:<52} {row['executor']:>8} {row['arena']:>7} {row['bound']:>7} {workspace if workspace is not None else '-':>29} {ratio:>6}")
+    print()
+    print("arena: the static memory of the runtime generated at `tvmc micro create` (graph: one planned arena for")
+    print("intermediates and kernel workspaces; AOT: the archive's own pool); archive workspace_size_bytes: its metadata.")
+    print(f"target (arena <= archive workspace_size_bytes): {'met' if met else 'NOT met'}")
+    return met
+
+
 def main(argv) -> int:
     import argparse
 
@@ -142,13 +184,28 @@ def main(argv) -> int:
     parser.add_argument("--previous", default=PREVIOUS_RELEASE, help=f"previous release (default {PREVIOUS_RELEASE})")
     parser.add_argument("--no-previous", action="store_true")
     args = parser.parse_args(argv)
-    models = [Path(a) for a in args.models] or sorted(p for p in MODELS_DIR.glob("*.tflite")
-                                                      if p.name not in HYBRID_MODELS)
-    if not models:
+    legacy = [Path(a) for a in args.models if a.endswith(".tar")]
+    models = [Path(a) for a in args.models if not a.endswith(".tar")]
+    if not args.models:
+        models = sorted(p for p in MODELS_DIR.glob("*.tflite") if p.name not in HYBRID_MODELS)
+        legacy = sorted(LEGACY_DIR.glob("*.tar"))
+    if not models and not legacy:
         print(f"no models: {MODELS_DIR} is absent (the ../shared fixtures are not beside this checkout)")
         return 0
-    work = tempfile.TemporaryDirectory(prefix="bench-memory-previous-")
-    tree = None if args.no_previous else previous_release_tree(args.previous, Path(work.name))
+    if models:
+        work = tempfile.TemporaryDirectory(prefix="bench-memory-previous-")
+        tree = None if args.no_previous else previous_release_tree(args.previous, Path(work.name))
+        rows = print_models(models, tree, args.previous)
+        work.cleanup()
+        print()
+        print_patching(rows)
+    if legacy:
+        print()
+        print_legacy(legacy)
+    return 0
+
+
+def print_models(models, tree, previous_rev):
     header = (f"{'model':<52} {'arena':>7} {'bound':>7} {'ratio':>6} {'prev':>7} {'tflm':>7} {'tflm head':>9} "
               f"{'vs tflm':>7} {'weights':>8} {'io':>6} {'.text M4':>8}")
     print(header)
@@ -173,15 +230,12 @@ def main(argv) -> int:
               f"{total if total else tflm.get('error', '-'):>7} "
               f"{tflm.get('head', '-'):>9} {versus:>7} {row['weight_bytes']:>8} {row['io_bytes']:>6} {row['text']:>8}")
     print()
-    work.cleanup()
     print("arena: our static arena (inputs/outputs are caller buffers, outside it); bound: liveness lower bound;")
-    print(f"prev: the arena of our previous release ({args.previous}, compiled in this run);")
+    print(f"prev: the arena of our previous release ({previous_rev}, compiled in this run);")
     print("tflm: tflite-micro RecordingMicroAllocator total (head = its planned tensors incl. inputs/outputs);")
     print("weights: constant bytes in flash; .text M4: generated kernels, arm-none-eabi-gcc -Os, Cortex-M4.")
     print(f"targets (arena <= 1.05x bound, arena < tflm on every model): {'met' if met else 'NOT met'}")
-    print()
-    print_patching(rows)
-    return 0
+    return rows
 
 
 def print_patching(rows) -> None:

@@ -22,7 +22,8 @@ import yaml
 
 from . import __version__, naming, resources
 from .boards import Board
-from .compiler import mlf
+from .mlf import legacy
+from .mlf import reader as mlf
 from .server import ServerError, ServerInfo
 
 from .options import compile_definitions, merge_with_project_yaml
@@ -155,6 +156,10 @@ def install_mlf(mlf_path: pathlib.Path, project_dir: pathlib.Path, info: ModelIn
         raise ProjectGenerationError(f"{mlf_path} is a directory; give the Model Library Format .tar archive")
     shutil.copy2(mlf_path, project_dir / MLF_FILENAME)
     _extract(project_dir / MLF_FILENAME, project_dir / MLF_DIRNAME, "Model Library Format archive")
+    try:  # a TVM 0.8-0.18 archive becomes our layout here, so every template builds it unchanged
+        legacy.translate_if_legacy(project_dir / MLF_DIRNAME, str(mlf_path))
+    except mlf.MLFError as err:
+        raise ProjectGenerationError(str(err)) from err
     header = project_dir / MLF_DIRNAME / "codegen" / "host" / "include" / f"tvmgen_{info.c_name}.h"
     if not header.is_file():
         raise ProjectGenerationError(

@@ -246,11 +246,6 @@ def test_native_checks_inputs(native_mlp):
         native_mlp.run([good])
 
 
-def test_native_refuses_legacy_archives():
-    with pytest.raises(NativeRunError, match="not exported by microtvm-projects"):
-        NativeModel(fixture_path("legacy-mlf", "micro_speech_graph_executor_mlf_v5.tar"))
-
-
 def test_native_model_cleans_up(exported):
     with NativeModel(exported["int8"]) as model:
         build_dir = model.build_dir

@@ -96,11 +96,14 @@ def test_bad_archives_are_refused_with_one_line(tmp_path, shared_fixtures):
     not_tar.write_bytes(b"this is no tar archive" * 100)
     with pytest.raises(project_gen.ProjectGenerationError, match="not a readable tar"):
         project_gen.read_mlf(not_tar)
-    # A real legacy (v5, graph executor, packed C ABI) archive has no tvmgen header to call.
+    # A real legacy (v5, graph executor) archive whose graph JSON is gone cannot be translated.
     legacy = shared_fixtures / "legacy-mlf" / "micro_speech_graph_executor_mlf_v5.tar"
     if legacy.is_file():
-        with pytest.raises(project_gen.ProjectGenerationError, match="tvmgen_default.h"):
-            _generate(legacy, tmp_path / "legacy_project")
+        import legacy_archives
+
+        broken = legacy_archives.damaged(tmp_path, "missing_graph")
+        with pytest.raises(project_gen.ProjectGenerationError, match="graph.json is missing"):
+            _generate(broken, tmp_path / "legacy_project")
         assert not (tmp_path / "legacy_project").exists(), "a failed generation must not leave a half project"
 
 

@@ -87,3 +87,15 @@ def test_installed_tvmc_lists_host_options(wheel_venv, tmp_path):
     result = _run(wheel_venv, [str(tvmc), "micro", "create", "proj", "model.tar", "host", "--list-options"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "board=VALUE" in result.stdout and "host, crt, native" in result.stdout
+
+
+def test_legacy_mlf_shim_is_inside_the_installed_package(wheel_venv, tmp_path):
+    """Legacy archives are translated with the C shim from project_api/mlf/legacy_shim/."""
+    script = ("import os, project_api.mlf.legacy as legacy\n"
+              "print(legacy.SHIM_DIR)\n"
+              "print(','.join(sorted(os.listdir(legacy.SHIM_DIR))))\n")
+    result = _run(wheel_venv, [str(wheel_venv / "bin" / "python"), "-c", script], tmp_path)
+    assert result.returncode == 0, result.stderr
+    shim_dir, files = result.stdout.splitlines()
+    assert shim_dir.startswith(str(wheel_venv / "lib")), shim_dir
+    assert set(files.split(",")) >= {"tvm_legacy_shim.c", "tvm_legacy_shim.h", "tvm_legacy_kernels.h"}

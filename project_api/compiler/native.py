@@ -17,7 +17,8 @@ from typing import List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from .mlf import MLFError, extract_mlf, read_metadata
+from ..mlf.legacy import translate_if_legacy
+from ..mlf.reader import MLFError, extract_mlf, read_metadata
 
 HOST_CFLAGS = ["-O2", "-std=c99", "-Wall", "-Wextra", "-Werror"]
 # With gcc, link-time optimization also type-checks each kernel's prototype in <c>_runtime.c
@@ -110,12 +111,7 @@ class NativeModel:
     or ``close()`` to delete the build directory."""
 
     def __init__(self, mlf_path, build_dir=None, cc: Optional[str] = None, extra_cflags: Sequence[str] = ()):
-        self.metadata = read_metadata(mlf_path)
-        if not self.metadata.get("ours"):
-            raise NativeRunError(
-                f"{mlf_path}: not exported by microtvm-projects (no static runtime tvmgen_<name>_run); "
-                "compile the model again with tvmc compile"
-            )
+        self.metadata = read_metadata(mlf_path)  # a legacy archive is translated when built (mlf/legacy.py)
         self._tmp = None
         if build_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="native-mlf-")
@@ -136,6 +132,7 @@ class NativeModel:
             shutil.copytree(mlf_path, model_dir, dirs_exist_ok=True)
         else:
             extract_mlf(mlf_path, model_dir)
+        self.legacy_translation = translate_if_legacy(model_dir, str(mlf_path))
         harness = self.build_dir / "harness.c"
         harness.write_text(_harness_source(self.c_name, self.inputs, self.outputs))
         sources = sorted((model_dir / "codegen" / "host" / "src").glob("*.c"))

@@ -127,6 +127,13 @@ def place_buffers(buffers: Iterable[Buffer], alignment: int = ARENA_ALIGNMENT) -
             best, best_size = offsets, size
         if best_size <= bound:
             break
+    if best is not None and best_size > bound:
+        # First-use order: when a large, short-lived buffer (a legacy kernel's workspace) sits between
+        # two chained activations, size order leaves a gap too small for the earlier activation.
+        offsets = _place_in_order(sorted(buffers, key=lambda b: (b.first, -b.size, b.name)), alignment)
+        size = _arena_size(buffers, offsets)
+        if size < best_size:
+            best, best_size = offsets, size
     return best if best is not None else {}
 
 
