@@ -114,6 +114,9 @@ class CompileCommand:
                             help="c (default), an LLVM target as JSON, or a legacy target string such as 'c -mcpu=cortex-m4'")
         parser.add_argument("--mcpu", help="the CPU to generate code for, e.g. cortex-m4")
         parser.add_argument("--model-name", default="default", help="names the C interface tvmgen_<name>_run (default 'default')")
+        parser.add_argument("--report", metavar="REPORT.html",
+                            help="also write an HTML report (kernels, ROM/RAM, arena plan and layer pictures; "
+                                 "the pictures also as REPORT.arena.png and REPORT.layers.png)")
         legacy = parser.add_argument_group("legacy microTVM flags (accepted; mapped or ignored with a note)")
         legacy.add_argument("--runtime", help="legacy: only crt existed; the static runtime needs no runtime")
         legacy.add_argument("--runtime-crt-system-lib", metavar="0|1", help="legacy: there is no system library")
@@ -180,4 +183,24 @@ class CompileCommand:
         except PermissionError as err:
             raise TVMCError(f"cannot write {err.filename or out_path}: permission denied")
         print(format_report(lowered, plan, out_path, args.executor, target))
+        self._model_report(args, out_path, mcpu, model_path)
         return 0
+
+    @staticmethod
+    def _model_report(args, out_path: Path, mcpu: Optional[str], model_path: Path) -> None:
+        """The per-kernel table and ROM/RAM totals on stdout, and the HTML report when asked."""
+        from ..report import build_report
+
+        try:
+            report = build_report(out_path, mcpu=mcpu, model_path=model_path)
+        except RuntimeError as err:  # the cross compiler failed on the generated C
+            raise TVMCError(str(err))
+        print(report.format_text())
+        if args.report:
+            try:
+                written = report.write_html(args.report)
+            except RuntimeError as err:  # matplotlib missing
+                raise TVMCError(str(err))
+            except OSError as err:
+                raise TVMCError(f"cannot write the report {args.report}: {err.strerror or err}")
+            print(f"report: {', '.join(str(p) for p in written)}")

@@ -46,6 +46,11 @@ class Command(enum.IntEnum):
     RUN = 0x04
     READ_OUTPUT = 0x05
     TIME_RUNS = 0x06
+    PROFILE_RUNS = 0x10  # profiling builds only: DeviceInfo.capabilities & CAP_PROFILE
+
+
+# Capability bits: the byte after the model name in the INFO reply (0 when a runtime sends none).
+CAP_PROFILE = 0x01
 
 
 class Status(enum.IntEnum):
@@ -91,6 +96,11 @@ class DeviceInfo:
     num_outputs: int
     workspace_size_bytes: int
     model_name: str
+    capabilities: int = 0  # CAP_* bits
+
+    @property
+    def can_profile(self) -> bool:
+        return bool(self.capabilities & CAP_PROFILE)
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,17 @@ class TimedRuns:
     ticks: int
     timer_hz: int
     timer_is_cycles: bool
+
+
+@dataclass(frozen=True)
+class ProfiledRuns:
+    """PROFILE_RUNS: the ticks of `runs` runs in all, and of each kernel call summed over them."""
+
+    ticks: int
+    timer_hz: int
+    timer_is_cycles: bool
+    runs: int
+    call_ticks: Tuple[int, ...]
 
 
 _CHECK = struct.Struct("<I")
@@ -213,9 +234,10 @@ class CommandClient:
         (cmd_version, major, minor, patch, max_packet, hz, is_cycles, n_in, n_out, workspace,
          name_len) = struct.unpack_from("<BBBBIIBHHIB", data)
         name = data[22:22 + name_len].decode("utf-8", errors="replace")
+        capabilities = data[22 + name_len] if len(data) > 22 + name_len else 0
         self.max_packet = min(max_packet, host_max_packet) if host_max_packet else max_packet
         return DeviceInfo(cmd_version, f"{major}.{minor}.{patch}", max_packet, hz, bool(is_cycles),
-                          n_in, n_out, workspace, name)
+                          n_in, n_out, workspace, name, capabilities)
 
     def tensor_info(self, is_output: bool, index: int) -> TensorInfo:
         data = self.call(Command.TENSOR_INFO, struct.pack("<BH", 1 if is_output else 0, index))
@@ -254,3 +276,22 @@ class CommandClient:
         data = self.call(Command.TIME_RUNS, struct.pack("<I", number), timeout_sec=timeout_sec)
         low, high, hz, is_cycles = struct.unpack_from("<IIIB", data)
         return TimedRuns((high << 32) | low, hz, bool(is_cycles))
+
+    def profile_runs(self, number: int, timeout_sec: Optional[float] = None) -> ProfiledRuns:
+        """Run the model `number` times on a profiling build and read its per-kernel tick table
+        (in as many replies as the packet size needs)."""
+        fixed = struct.Struct("<IIIBIHHH")
+        calls: List[int] = []
+        total = None
+        while True:
+            args = struct.pack("<IH", number if total is None else 0, len(calls))
+            data = self.call(Command.PROFILE_RUNS, args, timeout_sec=timeout_sec if total is None else None,
+                             reply_bytes=self.max_body)
+            low, high, hz, is_cycles, runs, num_calls, first, count = fixed.unpack_from(data)
+            if first != len(calls) or count == 0 and first < num_calls:
+                raise SessionError(f"PROFILE_RUNS: the device sent entries {first}..{first + count} of {num_calls}, "
+                                   f"expected from {len(calls)}")
+            calls.extend(struct.unpack_from(f"<{count}Q", data, fixed.size))  # u64 = low u32, high u32
+            total = (high << 32) | low
+            if len(calls) >= num_calls:
+                return ProfiledRuns(total, hz, bool(is_cycles), runs, tuple(calls))
