@@ -178,10 +178,19 @@ class CommandClient:
                 sent_at = time.monotonic()
                 self.session.send(request)
                 attempts += 1
-                attempt_end = sent_at + resend
+                # The wait starts once the request has left (on a slow link, writing it takes
+                # long), and goes on while bytes keep arriving: a large reply still on the wire
+                # would only be sent again, doubling its time on the link.
+                attempt_end = time.monotonic() + resend
                 if deadline is not None:
                     attempt_end = min(attempt_end, deadline)
                 reply = self._await_reply(command, attempt_end)
+                while reply is None and self.session.last_receive_at > attempt_end - resend and (
+                        deadline is None or time.monotonic() < deadline):
+                    attempt_end = time.monotonic() + resend
+                    if deadline is not None:
+                        attempt_end = min(attempt_end, deadline)
+                    reply = self._await_reply(command, attempt_end)
                 if reply is not None:
                     if attempts == 1 and command not in (Command.RUN, Command.TIME_RUNS):
                         self._learn_rtt(time.monotonic() - sent_at, exchanged)
