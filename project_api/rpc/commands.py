@@ -136,6 +136,7 @@ class CommandClient:
         self._seq = int.from_bytes(os.urandom(2), "little")
         self._rtt_base: Optional[float] = None     # smoothed round trip of a small exchange
         self._rtt_per_byte = 0.0                    # smoothed extra time per byte of a large one
+        self._per_byte_known = False                # a large exchange has been timed
         self.resends = 0
         self.max_packet = 64  # raised by info()
 
@@ -145,17 +146,29 @@ class CommandClient:
         return self.max_packet - SESSION_HEADER.size
 
     def _resend_after(self, exchanged_bytes: int) -> float:
-        if self._rtt_base is None:
+        if self._rtt_base is None or (exchanged_bytes > SMALL_EXCHANGE and not self._per_byte_known):
+            # No figure yet for this size: a large exchange on a slow link may take far longer
+            # than a ping, and a resend before its reply only adds the request again to the link.
             return self.max_resend_sec
         expected = self._rtt_base + self._rtt_per_byte * exchanged_bytes
-        return min(self.max_resend_sec, max(MIN_RESEND_SEC, RTT_FACTOR * expected))
+        return min(self._resend_cap(exchanged_bytes), max(MIN_RESEND_SEC, RTT_FACTOR * expected))
+
+    def _resend_cap(self, exchanged_bytes: int) -> float:
+        """The longest wait between resends: the retry timeout, or twice the expected round trip
+        of this size when the link is slower than that (never resend what is still on the wire);
+        unbounded (up to the deadline) while a large exchange's time is unknown."""
+        if exchanged_bytes > SMALL_EXCHANGE and not self._per_byte_known:
+            return float("inf")
+        expected = (self._rtt_base or 0.0) + self._rtt_per_byte * exchanged_bytes
+        return max(self.max_resend_sec, 2 * expected)
 
     def _learn_rtt(self, rtt: float, exchanged_bytes: int) -> None:
         if exchanged_bytes <= SMALL_EXCHANGE or self._rtt_base is None:
             self._rtt_base = rtt if self._rtt_base is None else 0.875 * self._rtt_base + 0.125 * rtt
         else:
             per_byte = max(0.0, rtt - self._rtt_base) / exchanged_bytes
-            self._rtt_per_byte = 0.875 * self._rtt_per_byte + 0.125 * per_byte
+            self._rtt_per_byte = 0.875 * self._rtt_per_byte + 0.125 * per_byte if self._per_byte_known else per_byte
+            self._per_byte_known = True
 
     def call(self, command: Command, args: bytes = b"", timeout_sec: Optional[float] = None,
              reply_bytes: int = 16) -> bytes:
@@ -173,9 +186,9 @@ class CommandClient:
         exchanged = len(request) + reply_bytes
         resend = self._resend_after(exchanged)
         attempts = 0
+        first_sent_at = time.monotonic()
         try:
             while True:
-                sent_at = time.monotonic()
                 self.session.send(request)
                 attempts += 1
                 # The wait starts once the request has left (on a slow link, writing it takes
@@ -192,15 +205,15 @@ class CommandClient:
                         attempt_end = min(attempt_end, deadline)
                     reply = self._await_reply(command, attempt_end)
                 if reply is not None:
-                    if attempts == 1 and command not in (Command.RUN, Command.TIME_RUNS):
-                        self._learn_rtt(time.monotonic() - sent_at, exchanged)
+                    if attempts == 1 and command not in (Command.RUN, Command.TIME_RUNS, Command.PROFILE_RUNS):
+                        self._learn_rtt(time.monotonic() - first_sent_at, exchanged)
                     return self._unpack(command, reply)
                 if deadline is not None and time.monotonic() >= deadline:
                     raise SessionError(
                         f"the device did not answer {command.name} within {timeout:g} s "
                         f"({attempts} attempts): it stopped responding or was reset")
                 self.resends += 1
-                resend = min(self.max_resend_sec, resend * 2)
+                resend = min(self._resend_cap(exchanged), resend * 2)
         except TransportClosedError as err:
             raise SessionError(f"the device link closed during {command.name}: {err}") from err
         except IoTimeoutError as err:
