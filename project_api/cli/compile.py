@@ -171,11 +171,19 @@ class CompileCommand:
         from ..compiler.planner import plan_model
         from ..compiler.runtime_gen import generate_runtime
 
+        from ..progress import Progress
+
+        progress = Progress("tvmc compile", verbose=bool(getattr(args, "verbose", 0)))
         try:
-            lowered = lower_model(str(model_path), model_name=args.model_name, target=target, mcpu=mcpu)
-            plan = plan_model(lowered)
-            runtime = generate_runtime(lowered, plan)
-            export_mlf(lowered, out_path, executor=args.executor, plan=plan, runtime=runtime)
+            with progress:
+                progress.stage(f"lowering {model_path.name} with TVM")
+                lowered = lower_model(str(model_path), model_name=args.model_name, target=target, mcpu=mcpu)
+                progress.stage("planning the arena")
+                plan = plan_model(lowered)
+                progress.stage("generating the static runtime")
+                runtime = generate_runtime(lowered, plan)
+                progress.stage(f"writing {out_path}")
+                export_mlf(lowered, out_path, executor=args.executor, plan=plan, runtime=runtime)
         except CompileError as err:
             raise TVMCError(" ".join(str(err).split()))
         except FileNotFoundError as err:
@@ -183,22 +191,26 @@ class CompileCommand:
         except PermissionError as err:
             raise TVMCError(f"cannot write {err.filename or out_path}: permission denied")
         print(format_report(lowered, plan, out_path, args.executor, target))
-        self._model_report(args, out_path, mcpu, model_path)
+        self._model_report(args, out_path, mcpu, model_path, progress)
         return 0
 
     @staticmethod
-    def _model_report(args, out_path: Path, mcpu: Optional[str], model_path: Path) -> None:
+    def _model_report(args, out_path: Path, mcpu: Optional[str], model_path: Path, progress) -> None:
         """The per-kernel table and ROM/RAM totals on stdout, and the HTML report when asked."""
         from ..report import build_report
 
         try:
-            report = build_report(out_path, mcpu=mcpu, model_path=model_path)
+            with progress:
+                progress.stage("measuring ROM and stack with the cross compiler, tflite-micro's arena")
+                report = build_report(out_path, mcpu=mcpu, model_path=model_path)
         except RuntimeError as err:  # the cross compiler failed on the generated C
             raise TVMCError(str(err))
         print(report.format_text())
         if args.report:
             try:
-                written = report.write_html(args.report)
+                with progress:
+                    progress.stage(f"drawing the report {args.report}")
+                    written = report.write_html(args.report)
             except RuntimeError as err:  # matplotlib missing
                 raise TVMCError(str(err))
             except OSError as err:

@@ -136,11 +136,15 @@ class Report:
 def build_report(mlf_path: Union[str, Path], mcpu: Optional[str] = None,
                  model_path: Optional[Union[str, Path]] = None, measure_footprint: bool = True) -> Report:
     """The report of an MLF written by tvmc compile; ``model_path`` (the .tflite) adds tflite-micro's arena."""
+    from concurrent.futures import ThreadPoolExecutor
+
     model = describe_mlf(mlf_path)
-    fp = _footprint.measure(model.sources, model.header_name, model.header, model.c_name, mcpu) \
-        if measure_footprint else None
-    tflm = tflm_arena(Path(model_path)) if model_path is not None else None
-    return Report(model, fp, tflm)
+    # tflite-micro runs in a child process: let it overlap the cross compiler's runs.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        tflm = pool.submit(tflm_arena, Path(model_path)) if model_path is not None else None
+        fp = _footprint.measure(model.sources, model.header_name, model.header, model.c_name, mcpu) \
+            if measure_footprint else None
+        return Report(model, fp, tflm.result() if tflm is not None else None)
 
 
 # -- profile table -----------------------------------------------------------------------------
