@@ -141,12 +141,13 @@ class RunCommand:
     @staticmethod
     def _profile_report(project_dir: pathlib.Path, profiled, timing, args) -> None:
         from .. import report
-        from ..report.profile import counts_instructions, kernel_times
+        from ..report.profile import board_cpu, counts_instructions, kernel_times
 
         times = kernel_times(profiled, timing.mean, counts_instructions(project_dir))
         mlf_path = project_dir / "model.tar"
         try:
-            model_report = report.build_report(mlf_path, measure_footprint=bool(args.report))
+            model_report = report.build_report(mlf_path, mcpu=board_cpu(project_dir),
+                                               measure_footprint=bool(args.report))
         except (OSError, ValueError, RuntimeError) as err:
             raise TVMCError(f"cannot describe the project's model {mlf_path} for the profile: {err}") from err
         if len(model_report.model.kernels) != len(times.seconds):

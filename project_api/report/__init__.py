@@ -60,7 +60,7 @@ class Report:
         m, fp = self.model, self.footprint
         rows = []
         if fp is not None:
-            where = fp.compiler if fp.cross else f"{fp.compiler} (no cross compiler installed: host figures)"
+            where = fp.compiler if fp.cross else f"{fp.compiler} (the host's compiler: not a microcontroller's figures)"
             rows.append(["ROM", f"{fp.rom_bytes:,} B",
                          f"weights {fp.weight_bytes:,} B (.rodata; model weights {m.weight_bytes:,} B) + code "
                          f"{fp.code_bytes:,} B (.text)" + (f" + .data {fp.data_bytes:,} B" if fp.data_bytes else "")

@@ -41,6 +41,8 @@ def _compiler(mcpu: Optional[str]):
     mcpu = mcpu or DEFAULT_MCPU
     if mcpu.startswith("cortex-m") and shutil.which("arm-none-eabi-gcc"):
         return "arm-none-eabi-", [f"-mcpu={mcpu}", "-mthumb"], True
+    if mcpu.startswith(("atmega", "attiny")) and shutil.which("avr-gcc"):
+        return "avr-", [f"-mmcu={mcpu}"], True
     if shutil.which("gcc"):
         return "", [], False
     return None, None, False

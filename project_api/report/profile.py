@@ -18,6 +18,17 @@ from . import KernelTimes
 ICOUNT_NS_PER_INSTRUCTION = 1.0  # -icount shift=0
 
 
+def board_cpu(project_dir: Path) -> Optional[str]:
+    """The CPU of a project's board (for the report's footprint), None when unknown."""
+    from .. import boards, project_gen
+
+    board_name = project_gen.read_project_yaml(project_dir).get("board")
+    try:
+        return boards.get_board(board_name).cpu if board_name else None
+    except boards.UnknownBoardError:  # a renamed board
+        return None
+
+
 def counts_instructions(project_dir: Path) -> bool:
     """True for a project whose device is a QEMU machine run with -icount (our cortex_m template)."""
     from .. import boards, project_gen
@@ -27,7 +38,7 @@ def counts_instructions(project_dir: Path) -> bool:
         return False
     try:
         board = boards.get_board(board_name)
-    except Exception:  # an unknown or renamed board: no claim about the unit
+    except boards.UnknownBoardError:  # a renamed board: no claim about the unit
         return False
     return board.platform == "cortex_m" and (board.emulator or {}).get("kind") == "qemu"
 
