@@ -1,10 +1,8 @@
-"""The progress line (project_api/progress.py) and tvmc compile's stages."""
+"""The progress line (project_api/progress.py); tvmc compile's stages: tests/test_report.py."""
 
 import io
 import time
 
-from conftest import fixture_path
-import project_helpers
 from project_api.progress import Progress
 
 
@@ -35,13 +33,3 @@ def test_not_a_terminal_is_quiet_unless_verbose():
     lines = verbose.getvalue().splitlines()
     assert [line.split(" done in ")[0] for line in lines] == ["job: a", "job: b"]
     assert all(line.endswith(" s") for line in lines)
-
-
-def test_tvmc_compile_reports_its_stages(tmp_path):
-    model = fixture_path("models", "tflm_hello_world_float.tflite")
-    result = project_helpers.tvmc("-v", "compile", model, "-o", tmp_path / "m.tar")
-    stages = [line.split(": ", 1)[1].split(" done in ")[0] for line in result.stderr.splitlines()
-              if line.startswith("tvmc compile: ")]
-    assert stages[:4] == ["lowering tflm_hello_world_float.tflite with TVM", "planning the arena",
-                          "generating the static runtime", f"writing {tmp_path / 'm.tar'}"]
-    assert stages[4].startswith("measuring ROM and stack")

@@ -25,9 +25,11 @@ KWS = "mlperf_tiny_kws_ref_model_int8.tflite"
 def kws_report(tmp_path_factory):
     work = tmp_path_factory.mktemp("report")
     model = fixture_path("models", KWS)
-    result = project_helpers.tvmc("compile", model, "-o", work / "kws.tar", "--report", work / "kws.html", check=False)
+    result = project_helpers.tvmc("-v", "compile", model, "-o", work / "kws.tar", "--report", work / "kws.html",
+                                  check=False)
     assert result.returncode == 0, result.stderr
-    return work, model, result
+    lowered = lower_model(str(model))
+    return work, model, result, lowered, plan_model(lowered)
 
 
 def _tflite_macs(path):
@@ -54,10 +56,8 @@ def _tflite_macs(path):
 
 @pytest.mark.slow
 def test_kws_report_matches_metadata_planner_and_model(kws_report):
-    work, model_path, result = kws_report
+    work, model_path, result, lowered, plan = kws_report
     metadata = read_metadata(work / "kws.tar")
-    lowered = lower_model(str(model_path))
-    plan = plan_model(lowered)
     report = build_report(work / "kws.tar", model_path=model_path)
     m = report.model
 
@@ -104,8 +104,7 @@ def test_kws_report_matches_metadata_planner_and_model(kws_report):
 
 @pytest.mark.slow
 def test_kws_report_svg_has_one_rectangle_per_planned_tensor(kws_report):
-    work, model_path, _ = kws_report
-    plan = plan_model(lower_model(str(model_path)))
+    work, model_path, _, _, plan = kws_report
     page = (work / "kws.html").read_text()
     svgs = re.findall(r"<svg.*?</svg>", page, flags=re.S)
     assert len(svgs) == 2  # the arena plan and the layers
@@ -119,10 +118,24 @@ def test_kws_report_svg_has_one_rectangle_per_planned_tensor(kws_report):
         assert (work / f"kws.{suffix}").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
+def test_compile_shows_its_stages(kws_report):
+    """-v: one line per compile stage with its time (on a terminal: one line rewritten in place)."""
+    work, model_path, result, _, _ = kws_report
+    stages = [line.split(": ", 1)[1].split(" done in ")[0] for line in result.stderr.splitlines()
+              if line.startswith("tvmc compile: ")]
+    assert stages[:4] == [f"lowering {model_path.name} with TVM", "planning the arena",
+                          "generating the static runtime", f"writing {work / 'kws.tar'}"]
+    assert stages[4].startswith("measuring ROM and stack") and stages[5] == f"drawing the report {work / 'kws.html'}"
+
+
 def test_report_bad_path_is_one_line(tmp_path):
     model = fixture_path("models", "tflm_hello_world_float.tflite")
     (tmp_path / "file").write_text("")
     result = project_helpers.tvmc("compile", model, "-o", tmp_path / "m.tar", "--report",
                                   tmp_path / "file" / "r.html", check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("tvmc: error: cannot write the report")
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"tvmc: error: cannot write the report {tmp_path / 'file' / 'r.html'}: "
+                     f"{tmp_path / 'file'} is not a directory"]
+    assert not (tmp_path / "m.tar").exists()  # refused before compiling

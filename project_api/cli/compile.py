@@ -164,6 +164,12 @@ class CompileCommand:
         out_path = Path(args.output)
         if out_path.is_dir():
             raise TVMCError(f"--output {out_path} is a directory; give the path of the .tar to write")
+        if args.report:  # before the long work, as --output
+            report_path = Path(args.report)
+            blocked = next((p for p in report_path.parents if p.exists() and not p.is_dir()), None)
+            if report_path.is_dir() or blocked is not None:
+                raise TVMCError(f"cannot write the report {report_path}: "
+                                + (f"{blocked} is not a directory" if blocked else "it is a directory"))
 
         from ..compiler.errors import CompileError
         from ..compiler.lowering import lower_model

@@ -36,6 +36,9 @@ MIN_RESEND_SEC = 0.005
 # Requests and replies up to this size estimate the fixed part of a round trip; larger ones the
 # time per byte (a 4 KiB packet takes 0.35 s at 115200 baud, far longer than a ping).
 SMALL_EXCHANGE = 64
+# Until a large exchange has been timed, its first resend waits as long as this slow a link
+# (9600 baud) would carry it: an emulator's UART can absorb a few hundred bytes a second.
+SLOWEST_LINK_BYTES_PER_SEC = 960
 
 
 class Command(enum.IntEnum):
@@ -145,11 +148,15 @@ class CommandClient:
         """The largest command message (after the session header) both sides accept."""
         return self.max_packet - SESSION_HEADER.size
 
-    def _resend_after(self, exchanged_bytes: int) -> float:
-        if self._rtt_base is None or (exchanged_bytes > SMALL_EXCHANGE and not self._per_byte_known):
+    def _resend_after(self, exchanged_bytes: int, timeout_sec: Optional[float] = None) -> float:
+        if self._rtt_base is None:
+            return self.max_resend_sec
+        if exchanged_bytes > SMALL_EXCHANGE and not self._per_byte_known:
             # No figure yet for this size: a large exchange on a slow link may take far longer
             # than a ping, and a resend before its reply only adds the request again to the link.
-            return self.max_resend_sec
+            # A quarter of the call's timeout at most, so a lost first packet still gets resends.
+            slow = exchanged_bytes / SLOWEST_LINK_BYTES_PER_SEC
+            return max(self.max_resend_sec, min(slow, timeout_sec / 4) if timeout_sec else slow)
         expected = self._rtt_base + self._rtt_per_byte * exchanged_bytes
         return min(self._resend_cap(exchanged_bytes), max(MIN_RESEND_SEC, RTT_FACTOR * expected))
 
@@ -184,7 +191,7 @@ class CommandClient:
         start = time.monotonic()
         deadline = None if not timeout else start + timeout
         exchanged = len(request) + reply_bytes
-        resend = self._resend_after(exchanged)
+        resend = self._resend_after(exchanged, timeout)
         attempts = 0
         first_sent_at = time.monotonic()
         try:
