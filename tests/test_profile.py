@@ -10,6 +10,9 @@ import subprocess
 import pytest
 
 import project_helpers
+from project_api import client
+from project_api.rpc.transport import ProjectAPITransport
+from project_api.session import Session
 from project_api.rpc.commands import CAP_PROFILE, CommandClient
 from rpc_test_device import RUNTIME_DIR, WARNINGS, runtime_sources
 from test_device_runtime import CROSS_COMPILERS
@@ -55,6 +58,18 @@ def test_kws_profile_on_mps2_an386_sums_to_time_evaluate(tmp_path_factory):
     assert "instructions/MAC" in result.stdout and "-icount" in result.stdout
     page = report.read_text()
     assert "Profile (measured on the device)" in page and f"{whole:,.0f}" in page
+
+    # The smallest packet the protocol allows holds 3 table entries a reply: the host pages
+    # through the table with number 0, and gets the same deterministic counts.
+    with client.instantiate_from_dir(project) as api, \
+            Session(ProjectAPITransport(api), max_packet=64) as sess:
+        profiled = sess.profile(3)
+    assert len(profiled.call_ticks) == 12 and profiled.runs == 3
+    per_run = [t / 3 * 1e9 / profiled.timer_hz for t in profiled.call_ticks]
+    for index, instructions in enumerate(per_run):
+        assert instructions == pytest.approx(kernels[next(k for k in kernels if k.split()[0] == str(index))][2],
+                                             abs=40)
+    assert sum(profiled.call_ticks) <= profiled.ticks
 
 
 @pytest.fixture(scope="module")
