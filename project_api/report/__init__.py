@@ -81,9 +81,20 @@ class Report:
         rows.append(["MACs", f"{m.total_macs:,}", f"{len(m.kernels)} kernel calls"])
         return rows
 
+    def code_note(self) -> str:
+        """Why some kernels show a few bytes of code: gcc folds a kernel identical to an earlier
+        one (same shapes, other weights) into a branch to it (-fipa-icf, on at -Os)."""
+        code = self.footprint.function_code if self.footprint else {}
+        if any(0 < code.get(k.func_name, 99) <= 8 for k in self.model.kernels):
+            return ("code B: the kernel's function; one identical to an earlier kernel is folded by the compiler "
+                    "into a branch to it (a few bytes)")
+        return ""
+
     def format_text(self) -> str:
         lines = [_table(["call", "op", "shapes (in -> out)", "MACs", "weights B", "arena slot", "code B"],
                         self.kernel_rows(), right={3, 4, 6})]
+        if self.code_note():
+            lines.append("  " + self.code_note())
         lines += [f"{name} {value}: {detail}" for name, value, detail in self.totals()]
         if self.profile is not None:
             lines.append(format_profile(self.model, self.profile))
@@ -111,6 +122,7 @@ class Report:
             "<h2>Kernels</h2>",
             _html_table(["call", "op", "shapes (in -> out)", "MACs", "weights B", "arena slot", "code B"],
                         self.kernel_rows(), right={3, 4, 6}),
+            f"<p>{html.escape(self.code_note())}</p>" if self.code_note() else "",
         ]
         if self.profile is not None:
             head, rows = profile_rows(m, self.profile)

@@ -221,14 +221,9 @@ def describe_mlf(path: Union[str, Path]) -> ModelDescription:
 
 
 def _read_names(node: dict, graph: dict) -> set:
-    """Names of the tensors a tvm_op node reads: the first num_inputs of its args that are not written.
-
-    The graph's node inputs are entries in the args' read order, so the reads are the args that
-    appear among the entries' tensors."""
+    """Names of the tensors a tvm_op node reads: kernels are in destination-passing style (reads,
+    then writes, then workspaces, docs/mlf.md), and the node says how many reads there are."""
     attrs = node["attrs"]
-    reads = int(attrs["num_inputs"])
     workspaces = {w["name"] for w in attrs.get("workspaces", [])}
     candidates = [a for a in attrs["args"] if a not in workspaces]
-    # args list reads first and writes after (destination-passing style), except in-place kernels;
-    # the graph says how many reads there are.
-    return set(candidates[:reads])
+    return set(candidates[:int(attrs["num_inputs"])])
