@@ -14,11 +14,12 @@ from project_api import client
 from project_api.rpc.transport import ProjectAPITransport
 from project_api.session import Session
 from project_api.rpc.commands import CAP_PROFILE, CommandClient
-from rpc_test_device import RUNTIME_DIR, WARNINGS, runtime_sources
+from model_builders import build_sine_mlp
+from project_api.report import describe_mlf
+from rpc_test_device import RUNTIME_DIR, WARNINGS, compile_onnx, host_project, runtime_sources
 from test_device_runtime import CROSS_COMPILERS
 
 KWS = "mlperf_tiny_kws_ref_model_int8.tflite"
-SINE = "tflm_hello_world_float.tflite"
 
 
 def _rows(stdout):
@@ -74,20 +75,21 @@ def test_kws_profile_on_mps2_an386_sums_to_time_evaluate(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sine_mlf(tmp_path_factory):
-    return project_helpers.compiled_mlf(tmp_path_factory, SINE)
+    return compile_onnx(tmp_path_factory, build_sine_mlp)  # shared with the other host-board tests
 
 
 @pytest.mark.slow
 def test_host_profile_build_and_plain_build(tmp_path_factory, sine_mlf):
-    work = tmp_path_factory.mktemp("host_profile")
-    for name, options in (("plain", []), ("profiled", ["--project-option", "compile_definitions=TVMGEN_PROFILE"])):
-        project_helpers.tvmc("micro", "create", work / name, sine_mlf, "host", *options)
-        project_helpers.tvmc("micro", "build", work / name, "host")
-    result = project_helpers.tvmc("run", "--device", "micro", work / "profiled", "--profile", "--number", "50")
+    profiled = tmp_path_factory.mktemp("host_profile") / "profiled"
+    project_helpers.tvmc("micro", "create", profiled, sine_mlf, "host", "--project-option",
+                         "compile_definitions=TVMGEN_PROFILE")
+    project_helpers.tvmc("micro", "build", profiled, "host")
+    result = project_helpers.tvmc("run", "--device", "micro", profiled, "--profile", "--number", "50")
     kernels = {k: v for k, v in _rows(result.stdout).items() if k[0].isdigit()}
-    assert len(kernels) == 3 and "times only" in result.stdout
+    assert len(kernels) == len(describe_mlf(sine_mlf).kernels) and "times only" in result.stdout
     # A plain build answers no PROFILE_RUNS: one line saying how to get a profiling build.
-    result = project_helpers.tvmc("run", "--device", "micro", work / "plain", "--profile", check=False)
+    plain = host_project(tmp_path_factory, "sine_mlp", sine_mlf)
+    result = project_helpers.tvmc("run", "--device", "micro", plain, "--profile", check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "compile_definitions=TVMGEN_PROFILE" in result.stderr.strip().splitlines()[-1]
 
@@ -104,9 +106,10 @@ def test_profiling_is_compiled_out_by_default(tmp_path, sine_mlf):
                            check=True).stdout
     profiled = subprocess.run(["gcc", "-E", "-P", "-DTVMGEN_PROFILE", f"-I{include}", str(source)],
                               capture_output=True, text=True, check=True).stdout
+    calls = len(describe_mlf(sine_mlf).kernels)
     assert "tvmgen_profile_ticks" not in plain and "call_ticks" not in plain
-    assert plain.count("status = (tvmgen_default_") == 3
-    assert profiled.count("tvmgen_profile_ticks()") == 2 * 3
+    assert plain.count("status = (tvmgen_default_") == calls
+    assert profiled.count("tvmgen_profile_ticks()") == 2 * calls
 
 
 @pytest.mark.parametrize("cc", sorted(CROSS_COMPILERS))
