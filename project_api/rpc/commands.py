@@ -312,10 +312,12 @@ class CommandClient:
         fixed = struct.Struct("<IIIBIHHH")
         calls: List[int] = []
         total = None
+        num_calls = 0
         while True:
             args = struct.pack("<IH", number if total is None else 0, len(calls))
+            expected_reply = REPLY_HEADER.size + fixed.size + 8 * (num_calls - len(calls)) + CHECK_SIZE
             data = self.call(Command.PROFILE_RUNS, args, timeout_sec=timeout_sec if total is None else None,
-                             reply_bytes=self.max_body)
+                             reply_bytes=min(expected_reply, self.max_body))
             low, high, hz, is_cycles, runs, num_calls, first, count = fixed.unpack_from(data)
             if first != len(calls) or count == 0 and first < num_calls:
                 raise SessionError(f"PROFILE_RUNS: the device sent entries {first}..{first + count} of {num_calls}, "
