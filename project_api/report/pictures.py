@@ -44,8 +44,10 @@ def arena_figure(model: ModelDescription, fmt: str = "svg"):
 
     calls = max(len(model.kernels), 1)
     fig, ax = plt.subplots(figsize=(8, 4.2))
+    # A tensor of a few bytes in a large arena would be a hairline: draw it at least this tall.
+    min_height = 0.012 * max(model.arena_bytes, 1)
     for n, p in enumerate(model.placements):
-        rect = Rectangle((p.first_call - 0.45, p.offset), p.last_call - p.first_call + 0.9, p.size,
+        rect = Rectangle((p.first_call - 0.45, p.offset), p.last_call - p.first_call + 0.9, max(p.size, min_height),
                          facecolor=_KIND_COLOURS.get(p.kind, "#54A24B"), edgecolor="black", linewidth=0.6, alpha=0.85)
         rect.set_gid(f"{ARENA_TENSOR_ID}{n}")
         ax.add_patch(rect)
