@@ -278,6 +278,15 @@ def model_glue_source(model: ModelInfo) -> str:
         f"  {model.workspace_size_bytes}u, run_model,",
         "};",
         "",
+        "#ifdef TVMGEN_PROFILE",
+        "/* The profiling build's per-kernel tick table (an MLF from before it has none). */",
+        f"#ifdef TVMGEN_{mod.upper()}_NUM_CALLS",
+        f"const mtp_model_profile_t mtp_model_profile = {{TVMGEN_{mod.upper()}_NUM_CALLS, tvmgen_{mod}_call_ticks}};",
+        "#else",
+        "const mtp_model_profile_t mtp_model_profile = {0, 0};",
+        "#endif",
+        "#endif",
+        "",
     ])
 
 

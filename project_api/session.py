@@ -20,13 +20,16 @@ from typing import List, Optional, Union
 import numpy as np
 
 from .errors import SessionError
-from .rpc.commands import HOST_MAX_PACKET, CommandClient, DeviceInfo, TensorInfo
+from .rpc.commands import HOST_MAX_PACKET, CommandClient, DeviceInfo, ProfiledRuns, TensorInfo
 from .rpc.session import RpcSession
 from .rpc.transport import Transport
 
 # A model run may take much longer than a round trip; this much is allowed on top of the
 # session's established timeout (seconds).
 DEFAULT_RUN_TIMEOUT_SEC = 60.0
+
+PROFILE_BUILD_HINT = ("the device runs no profiling build: generate the project with "
+                      "--project-option compile_definitions=TVMGEN_PROFILE (tvmc micro create), build and flash it")
 
 
 @dataclass
@@ -175,6 +178,15 @@ class Session:
             cycles.append(timed.ticks / number)
             is_cycles = timed.timer_is_cycles
         return TimingResult(results, cycles if is_cycles else None, number)
+
+    def profile(self, number: int = 1) -> ProfiledRuns:
+        """Run the model `number` times on a profiling build and return the ticks of each kernel call
+        (summed over the runs) beside the ticks of the runs in all."""
+        if number < 1:
+            raise SessionError(f"profile needs number >= 1, got {number}")
+        if not self.get_info().device.can_profile:
+            raise SessionError(PROFILE_BUILD_HINT)
+        return self.commands.profile_runs(number, timeout_sec=self._run_timeout(number))
 
     def _run_timeout(self, runs: int = 1) -> Optional[float]:
         established = self._rpc.timeouts.session_established_timeout_sec

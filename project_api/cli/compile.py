@@ -118,6 +118,9 @@ class CompileCommand:
                             help="largest static arena allowed: when the layer-by-layer plan exceeds it, the first "
                                  "convolutions run in row bands (patch-based inference), the plan with the fewest "
                                  "extra MACs that fits; refused, naming the smallest arena reachable, if none fits")
+        parser.add_argument("--report", metavar="REPORT.html",
+                            help="also write an HTML report (kernels, ROM/RAM, arena plan and layer pictures; "
+                                 "the pictures also as REPORT.arena.png and REPORT.layers.png)")
         legacy = parser.add_argument_group("legacy microTVM flags (accepted; mapped or ignored with a note)")
         legacy.add_argument("--runtime", help="legacy: only crt existed; the static runtime needs no runtime")
         legacy.add_argument("--runtime-crt-system-lib", metavar="0|1", help="legacy: there is no system library")
@@ -165,6 +168,12 @@ class CompileCommand:
         out_path = Path(args.output)
         if out_path.is_dir():
             raise TVMCError(f"--output {out_path} is a directory; give the path of the .tar to write")
+        if args.report:  # before the long work, as --output
+            report_path = Path(args.report)
+            blocked = next((p for p in report_path.parents if p.exists() and not p.is_dir()), None)
+            if report_path.is_dir() or blocked is not None:
+                raise TVMCError(f"cannot write the report {report_path}: "
+                                + (f"{blocked} is not a directory" if blocked else "it is a directory"))
 
         from ..compiler.errors import CompileError
         from ..compiler.mlf import export_mlf
@@ -173,11 +182,19 @@ class CompileCommand:
 
         if args.memory_budget is not None and args.memory_budget <= 0:
             raise TVMCError(f"--memory-budget {args.memory_budget} must be a positive number of bytes")
+        from ..progress import Progress
+
+        progress = Progress("tvmc compile", verbose=bool(getattr(args, "verbose", 0)))
         try:
-            lowered, plan, _ = lower_within_budget(str(model_path), args.memory_budget, model_name=args.model_name,
-                                                   target=target, mcpu=mcpu)
-            runtime = generate_runtime(lowered, plan)
-            export_mlf(lowered, out_path, executor=args.executor, plan=plan, runtime=runtime)
+            with progress:
+                progress.stage(f"lowering {model_path.name} with TVM"
+                               + ("" if args.memory_budget is None else " and planning within the memory budget"))
+                lowered, plan, _ = lower_within_budget(str(model_path), args.memory_budget, model_name=args.model_name,
+                                                       target=target, mcpu=mcpu)
+                progress.stage("generating the static runtime")
+                runtime = generate_runtime(lowered, plan)
+                progress.stage(f"writing {out_path}")
+                export_mlf(lowered, out_path, executor=args.executor, plan=plan, runtime=runtime)
         except CompileError as err:
             raise TVMCError(" ".join(str(err).split()))
         except FileNotFoundError as err:
@@ -185,4 +202,28 @@ class CompileCommand:
         except PermissionError as err:
             raise TVMCError(f"cannot write {err.filename or out_path}: permission denied")
         print(format_report(lowered, plan, out_path, args.executor, target))
+        self._model_report(args, out_path, mcpu, model_path, progress)
         return 0
+
+    @staticmethod
+    def _model_report(args, out_path: Path, mcpu: Optional[str], model_path: Path, progress) -> None:
+        """The per-kernel table and ROM/RAM totals on stdout, and the HTML report when asked."""
+        from ..report import build_report
+
+        try:
+            with progress:
+                progress.stage("measuring ROM and stack with the cross compiler, tflite-micro's arena")
+                report = build_report(out_path, mcpu=mcpu, model_path=model_path)
+        except RuntimeError as err:  # the cross compiler failed on the generated C
+            raise TVMCError(str(err))
+        print(report.format_text())
+        if args.report:
+            try:
+                with progress:
+                    progress.stage(f"drawing the report {args.report}")
+                    written = report.write_html(args.report)
+            except RuntimeError as err:  # matplotlib missing
+                raise TVMCError(str(err))
+            except OSError as err:
+                raise TVMCError(f"cannot write the report {args.report}: {err.strerror or err}")
+            print(f"report: {', '.join(str(p) for p in written)}")

@@ -98,6 +98,12 @@ class RunCommand:
         parser.add_argument("--print-time", action="store_true", help="time the model on the device")
         parser.add_argument("--repeat", type=_positive, default=1, help="timing: how many measurements (default 1)")
         parser.add_argument("--number", type=_positive, default=1, help="timing: runs per measurement (default 1)")
+        parser.add_argument("--profile", action="store_true",
+                            help="per-kernel times (cycles/instructions where the board counts them) measured on "
+                                 "the device over --number runs; needs a profiling build "
+                                 "(--project-option compile_definitions=TVMGEN_PROFILE at tvmc micro create)")
+        parser.add_argument("--report", metavar="REPORT.html",
+                            help="with --profile: write the model report with the profile (see tvmc compile --report)")
         add_project_option_argument(parser)
 
     def run(self, args) -> int:
@@ -108,6 +114,8 @@ class RunCommand:
         if not (project_dir / client.SERVER_PYTHON_FILENAME).is_file():
             raise TVMCError(f"{project_dir} is not a generated project (no {client.SERVER_PYTHON_FILENAME}): "
                             f"generate one with 'tvmc micro create'")
+        if args.report and not args.profile:
+            raise TVMCError("--report needs --profile (the model report without a profile comes from tvmc compile --report)")
         given = parse_project_options(args.project_option)
         with project_api_server(project_dir, debug=args.debug) as api:
             check_project_options(given, server_options(api), "open_transport", str(project_dir))
@@ -116,7 +124,9 @@ class RunCommand:
                 with Session(transport) as session:
                     outputs = self._infer(session, args)
                     names = [t.name for t in session.get_info().outputs]
-                    timing = session.time_evaluate(args.number, args.repeat) if args.print_time else None
+                    timing = session.time_evaluate(args.number, args.repeat) \
+                        if args.print_time or args.profile else None
+                    profiled = session.profile(args.number) if args.profile else None
             except errors.SessionError as err:
                 raise TVMCError(f"device session failed: {err}") from err
             except client.RPCError as err:
@@ -124,7 +134,33 @@ class RunCommand:
             except (client.ProjectAPIError, errors.IoTimeoutError, errors.TransportClosedError) as err:
                 raise TVMCError(f"the project's server failed: {err}") from err
         self._report(outputs, names, timing, args)
+        if profiled is not None:
+            self._profile_report(project_dir, profiled, timing, args)
         return 0
+
+    @staticmethod
+    def _profile_report(project_dir: pathlib.Path, profiled, timing, args) -> None:
+        from .. import report
+        from ..report.profile import board_cpu, counts_instructions, kernel_times
+
+        times = kernel_times(profiled, timing.mean, counts_instructions(project_dir))
+        mlf_path = project_dir / "model.tar"
+        try:
+            model_report = report.build_report(mlf_path, mcpu=board_cpu(project_dir),
+                                               measure_footprint=bool(args.report))
+        except (OSError, ValueError, RuntimeError) as err:
+            raise TVMCError(f"cannot describe the project's model {mlf_path} for the profile: {err}") from err
+        if len(model_report.model.kernels) != len(times.seconds):
+            raise TVMCError(f"the device profiled {len(times.seconds)} kernel calls but {mlf_path} has "
+                            f"{len(model_report.model.kernels)}: build and flash the project again")
+        model_report.profile = times
+        print(report.format_profile(model_report.model, times))
+        if args.report:
+            try:
+                written = model_report.write_html(args.report)
+            except (OSError, RuntimeError) as err:
+                raise TVMCError(f"cannot write the report {args.report}: {getattr(err, 'strerror', None) or err}")
+            print(f"report: {', '.join(str(p) for p in written)}")
 
     @staticmethod
     def _infer(session: Session, args) -> Dict[str, np.ndarray]:

@@ -79,6 +79,14 @@ def workspace_macro(c_name: str) -> str:
     return f"TVMGEN_{c_name.upper()}_WORKSPACE_SIZE"
 
 
+def num_calls_macro(c_name: str) -> str:
+    return f"TVMGEN_{c_name.upper()}_NUM_CALLS"
+
+
+def call_ticks_symbol(c_name: str) -> str:
+    return f"tvmgen_{c_name}_call_ticks"
+
+
 def validate(model: LoweredModel) -> None:
     """Refuse a LoweredModel the generator cannot turn into correct C, with a one-line reason."""
     if not model.inputs:
@@ -205,6 +213,8 @@ def generate_header(model: LoweredModel, plan: Plan) -> str:
         lines.append(f"#define {size_macro(c, name)} {tensor.nbytes}")
     lines.append("/* the static arena inside the generated runtime */")
     lines.append(f"#define {workspace_macro(c)} {plan.arena_size}")
+    lines.append("/* kernel calls per run: the entries of the profiling build's tick table */")
+    lines.append(f"#define {num_calls_macro(c)} {len(model.calls)}")
     lines.append("")
     for struct, names in (("inputs", model.inputs), ("outputs", model.outputs)):
         lines.append(f"struct tvmgen_{c}_{struct} {{")
@@ -214,6 +224,13 @@ def generate_header(model: LoweredModel, plan: Plan) -> str:
     lines += [
         "/* Runs the model on caller-owned buffers; returns 0, or the failing kernel's non-zero status. */",
         f"int32_t tvmgen_{c}_run(struct tvmgen_{c}_inputs* inputs, struct tvmgen_{c}_outputs* outputs);",
+        "",
+        "#ifdef TVMGEN_PROFILE",
+        "/* Profiling build (-DTVMGEN_PROFILE): the run function adds the timer ticks each kernel call took",
+        " * to its entry (call order); the application provides the timer and zeroes the table. */",
+        f"extern uint64_t {call_ticks_symbol(c)}[{max(len(model.calls), 1)}];",
+        "uint64_t tvmgen_profile_ticks(void);",
+        "#endif",
         "",
         "#ifdef __cplusplus",
         "}",
@@ -311,7 +328,22 @@ def generate_runtime_source(model: LoweredModel, plan: Plan) -> str:
         assert tensor.kind in (INTERMEDIATE, WORKSPACE)
         return f"({ctype}*)(void*)({arena}.bytes + {offsets[name]})"
 
+    # Each call goes through one macro: a plain assignment, or bracketed by two timer reads in the
+    # profiling build, so the default build is exactly the unprofiled code.
+    call_macro = f"TVMGEN_{c.upper()}_CALL"
+    ticks = call_ticks_symbol(c)
     lines += [
+        "#ifdef TVMGEN_PROFILE",
+        f"uint64_t {ticks}[{max(len(model.calls), 1)}];",
+        f"#define {call_macro}(index, call) do {{ \\",
+        "    uint64_t start_ = tvmgen_profile_ticks(); \\",
+        "    status = (call); \\",
+        f"    {ticks}[index] += tvmgen_profile_ticks() - start_; \\",
+        "  } while (0)",
+        "#else",
+        f"#define {call_macro}(index, call) (status = (call))",
+        "#endif",
+        "",
         f"int32_t tvmgen_{c}_run(struct tvmgen_{c}_inputs* inputs, struct tvmgen_{c}_outputs* outputs) {{",
         "  int32_t status;",
         "  (void)inputs;",
@@ -320,7 +352,7 @@ def generate_runtime_source(model: LoweredModel, plan: Plan) -> str:
     for index, call in enumerate(model.calls):
         args = ",\n      ".join(pointer(a) for a in call.args)
         lines.append(f"  /* call {index} */")
-        lines.append(f"  status = {call.func_name}({args});")
+        lines.append(f"  {call_macro}({index}, {call.func_name}({args}));")
         lines.append("  if (status != 0) return status;")
     lines += ["  (void)status;", "  return 0;", "}", ""]
     return "\n".join(lines)

@@ -36,6 +36,9 @@ MIN_RESEND_SEC = 0.005
 # Requests and replies up to this size estimate the fixed part of a round trip; larger ones the
 # time per byte (a 4 KiB packet takes 0.35 s at 115200 baud, far longer than a ping).
 SMALL_EXCHANGE = 64
+# Until a large exchange has been timed, its first resend waits as long as this slow a link
+# (9600 baud) would carry it: an emulator's UART can absorb a few hundred bytes a second.
+SLOWEST_LINK_BYTES_PER_SEC = 960
 
 
 class Command(enum.IntEnum):
@@ -46,6 +49,11 @@ class Command(enum.IntEnum):
     RUN = 0x04
     READ_OUTPUT = 0x05
     TIME_RUNS = 0x06
+    PROFILE_RUNS = 0x10  # profiling builds only: DeviceInfo.capabilities & CAP_PROFILE
+
+
+# Capability bits: the byte after the model name in the INFO reply (0 when a runtime sends none).
+CAP_PROFILE = 0x01
 
 
 class Status(enum.IntEnum):
@@ -91,6 +99,11 @@ class DeviceInfo:
     num_outputs: int
     workspace_size_bytes: int
     model_name: str
+    capabilities: int = 0  # CAP_* bits
+
+    @property
+    def can_profile(self) -> bool:
+        return bool(self.capabilities & CAP_PROFILE)
 
 
 @dataclass(frozen=True)
@@ -98,6 +111,17 @@ class TimedRuns:
     ticks: int
     timer_hz: int
     timer_is_cycles: bool
+
+
+@dataclass(frozen=True)
+class ProfiledRuns:
+    """PROFILE_RUNS: the ticks of `runs` runs in all, and of each kernel call summed over them."""
+
+    ticks: int
+    timer_hz: int
+    timer_is_cycles: bool
+    runs: int
+    call_ticks: Tuple[int, ...]
 
 
 _CHECK = struct.Struct("<I")
@@ -115,6 +139,7 @@ class CommandClient:
         self._seq = int.from_bytes(os.urandom(2), "little")
         self._rtt_base: Optional[float] = None     # smoothed round trip of a small exchange
         self._rtt_per_byte = 0.0                    # smoothed extra time per byte of a large one
+        self._per_byte_known = False                # a large exchange has been timed
         self.resends = 0
         self.max_packet = 64  # raised by info()
 
@@ -123,18 +148,34 @@ class CommandClient:
         """The largest command message (after the session header) both sides accept."""
         return self.max_packet - SESSION_HEADER.size
 
-    def _resend_after(self, exchanged_bytes: int) -> float:
+    def _resend_after(self, exchanged_bytes: int, timeout_sec: Optional[float] = None) -> float:
         if self._rtt_base is None:
             return self.max_resend_sec
+        if exchanged_bytes > SMALL_EXCHANGE and not self._per_byte_known:
+            # No figure yet for this size: a large exchange on a slow link may take far longer
+            # than a ping, and a resend before its reply only adds the request again to the link.
+            # A quarter of the call's timeout at most, so a lost first packet still gets resends.
+            slow = exchanged_bytes / SLOWEST_LINK_BYTES_PER_SEC
+            return max(self.max_resend_sec, min(slow, timeout_sec / 4) if timeout_sec else slow)
         expected = self._rtt_base + self._rtt_per_byte * exchanged_bytes
-        return min(self.max_resend_sec, max(MIN_RESEND_SEC, RTT_FACTOR * expected))
+        return min(self._resend_cap(exchanged_bytes), max(MIN_RESEND_SEC, RTT_FACTOR * expected))
+
+    def _resend_cap(self, exchanged_bytes: int) -> float:
+        """The longest wait between resends: the retry timeout, or twice the expected round trip
+        of this size when the link is slower than that (never resend what is still on the wire);
+        unbounded (up to the deadline) while a large exchange's time is unknown."""
+        if exchanged_bytes > SMALL_EXCHANGE and not self._per_byte_known:
+            return float("inf")
+        expected = (self._rtt_base or 0.0) + self._rtt_per_byte * exchanged_bytes
+        return max(self.max_resend_sec, 2 * expected)
 
     def _learn_rtt(self, rtt: float, exchanged_bytes: int) -> None:
         if exchanged_bytes <= SMALL_EXCHANGE or self._rtt_base is None:
             self._rtt_base = rtt if self._rtt_base is None else 0.875 * self._rtt_base + 0.125 * rtt
         else:
             per_byte = max(0.0, rtt - self._rtt_base) / exchanged_bytes
-            self._rtt_per_byte = 0.875 * self._rtt_per_byte + 0.125 * per_byte
+            self._rtt_per_byte = 0.875 * self._rtt_per_byte + 0.125 * per_byte if self._per_byte_known else per_byte
+            self._per_byte_known = True
 
     def call(self, command: Command, args: bytes = b"", timeout_sec: Optional[float] = None,
              reply_bytes: int = 16) -> bytes:
@@ -150,27 +191,36 @@ class CommandClient:
         start = time.monotonic()
         deadline = None if not timeout else start + timeout
         exchanged = len(request) + reply_bytes
-        resend = self._resend_after(exchanged)
+        resend = self._resend_after(exchanged, timeout)
         attempts = 0
+        first_sent_at = time.monotonic()
         try:
             while True:
-                sent_at = time.monotonic()
                 self.session.send(request)
                 attempts += 1
-                attempt_end = sent_at + resend
+                # The wait starts once the request has left (on a slow link, writing it takes
+                # long), and goes on while bytes keep arriving: a large reply still on the wire
+                # would only be sent again, doubling its time on the link.
+                attempt_end = time.monotonic() + resend
                 if deadline is not None:
                     attempt_end = min(attempt_end, deadline)
                 reply = self._await_reply(command, attempt_end)
+                while reply is None and self.session.last_receive_at > attempt_end - resend and (
+                        deadline is None or time.monotonic() < deadline):
+                    attempt_end = time.monotonic() + resend
+                    if deadline is not None:
+                        attempt_end = min(attempt_end, deadline)
+                    reply = self._await_reply(command, attempt_end)
                 if reply is not None:
-                    if attempts == 1 and command not in (Command.RUN, Command.TIME_RUNS):
-                        self._learn_rtt(time.monotonic() - sent_at, exchanged)
+                    if attempts == 1 and command not in (Command.RUN, Command.TIME_RUNS, Command.PROFILE_RUNS):
+                        self._learn_rtt(time.monotonic() - first_sent_at, exchanged)
                     return self._unpack(command, reply)
                 if deadline is not None and time.monotonic() >= deadline:
                     raise SessionError(
                         f"the device did not answer {command.name} within {timeout:g} s "
                         f"({attempts} attempts): it stopped responding or was reset")
                 self.resends += 1
-                resend = min(self.max_resend_sec, resend * 2)
+                resend = min(self._resend_cap(exchanged), resend * 2)
         except TransportClosedError as err:
             raise SessionError(f"the device link closed during {command.name}: {err}") from err
         except IoTimeoutError as err:
@@ -213,9 +263,10 @@ class CommandClient:
         (cmd_version, major, minor, patch, max_packet, hz, is_cycles, n_in, n_out, workspace,
          name_len) = struct.unpack_from("<BBBBIIBHHIB", data)
         name = data[22:22 + name_len].decode("utf-8", errors="replace")
+        capabilities = data[22 + name_len] if len(data) > 22 + name_len else 0
         self.max_packet = min(max_packet, host_max_packet) if host_max_packet else max_packet
         return DeviceInfo(cmd_version, f"{major}.{minor}.{patch}", max_packet, hz, bool(is_cycles),
-                          n_in, n_out, workspace, name)
+                          n_in, n_out, workspace, name, capabilities)
 
     def tensor_info(self, is_output: bool, index: int) -> TensorInfo:
         data = self.call(Command.TENSOR_INFO, struct.pack("<BH", 1 if is_output else 0, index))
@@ -254,3 +305,24 @@ class CommandClient:
         data = self.call(Command.TIME_RUNS, struct.pack("<I", number), timeout_sec=timeout_sec)
         low, high, hz, is_cycles = struct.unpack_from("<IIIB", data)
         return TimedRuns((high << 32) | low, hz, bool(is_cycles))
+
+    def profile_runs(self, number: int, timeout_sec: Optional[float] = None) -> ProfiledRuns:
+        """Run the model `number` times on a profiling build and read its per-kernel tick table
+        (in as many replies as the packet size needs)."""
+        fixed = struct.Struct("<IIIBIHHH")
+        calls: List[int] = []
+        total = None
+        num_calls = 0
+        while True:
+            args = struct.pack("<IH", number if total is None else 0, len(calls))
+            expected_reply = REPLY_HEADER.size + fixed.size + 8 * (num_calls - len(calls)) + CHECK_SIZE
+            data = self.call(Command.PROFILE_RUNS, args, timeout_sec=timeout_sec if total is None else None,
+                             reply_bytes=min(expected_reply, self.max_body))
+            low, high, hz, is_cycles, runs, num_calls, first, count = fixed.unpack_from(data)
+            if first != len(calls) or count == 0 and first < num_calls:
+                raise SessionError(f"PROFILE_RUNS: the device sent entries {first}..{first + count} of {num_calls}, "
+                                   f"expected from {len(calls)}")
+            calls.extend(struct.unpack_from(f"<{count}Q", data, fixed.size))  # u64 = low u32, high u32
+            total = (high << 32) | low
+            if len(calls) >= num_calls:
+                return ProfiledRuns(total, hz, bool(is_cycles), runs, tuple(calls))

@@ -57,6 +57,8 @@ class RpcSession:
         self._framer = Framer()
         self._unframer = Unframer()
         self._packets: Deque[bytes] = collections.deque()
+        # When bytes last came in (time.monotonic()): a reply still arriving on a slow link.
+        self.last_receive_at = 0.0
 
     # -- packets -----------------------------------------------------------------------------
     def _send_packet(self, session_id: int, msg_type: int, body: bytes) -> None:
@@ -77,6 +79,7 @@ class RpcSession:
                 data = self.transport.read(READ_CHUNK, left)
             except IoTimeoutError:
                 return None
+            self.last_receive_at = time.monotonic()
             self._packets.extend(self._unframer.feed(data))
         return self._packets.popleft()
 

@@ -38,6 +38,18 @@ typedef struct {
 
 extern const mtp_model_t mtp_model;
 
+#ifdef TVMGEN_PROFILE
+/* Profiling build (-DTVMGEN_PROFILE): the generated runtime adds the timer ticks of each kernel call
+ * to call_ticks[call]; the runtime zeroes the table before the runs of a PROFILE_RUNS command.
+ * num_calls is 0 for an MLF older than per-kernel profiling (no table). */
+typedef struct {
+  uint16_t num_calls;
+  uint64_t *call_ticks;
+} mtp_model_profile_t;
+
+extern const mtp_model_profile_t mtp_model_profile;
+#endif
+
 #ifdef __cplusplus
 }
 #endif

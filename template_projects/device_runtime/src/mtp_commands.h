@@ -28,8 +28,12 @@ enum {
   MTP_CMD_WRITE_INPUT = 0x03,
   MTP_CMD_RUN = 0x04,
   MTP_CMD_READ_OUTPUT = 0x05,
-  MTP_CMD_TIME_RUNS = 0x06
+  MTP_CMD_TIME_RUNS = 0x06,
+  MTP_CMD_PROFILE_RUNS = 0x10   /* profiling builds only (-DTVMGEN_PROFILE); see MTP_CAP_PROFILE */
 };
+
+/* Capability bits, the byte after the model name in the INFO reply (absent = 0 in older runtimes). */
+#define MTP_CAP_PROFILE 0x01u
 
 enum {
   MTP_STATUS_OK = 0,

@@ -63,6 +63,14 @@ static uint8_t *put_name(uint8_t *p, const char *name, uint32_t room) {
   return p + len;
 }
 
+static uint8_t capabilities(void) {
+#ifdef TVMGEN_PROFILE
+  return mtp_model_profile.num_calls ? MTP_CAP_PROFILE : 0u;
+#else
+  return 0u;
+#endif
+}
+
 static uint8_t do_info(const uint8_t *args, uint32_t argn, uint8_t **out) {
   uint8_t *p = *out;
   uint32_t host_limit;
@@ -83,7 +91,9 @@ static uint8_t do_info(const uint8_t *args, uint32_t argn, uint8_t **out) {
   p = put_u16(p, mtp_model.num_inputs);
   p = put_u16(p, mtp_model.num_outputs);
   p = put_u32(p, mtp_model.workspace_size_bytes);
-  *out = put_name(p, mtp_model.name, data_room() - (uint32_t)(p - *out));
+  p = put_name(p, mtp_model.name, data_room() - 1u - (uint32_t)(p - *out));
+  *p++ = capabilities();
+  *out = p;
   return MTP_STATUS_OK;
 }
 
@@ -171,6 +181,56 @@ static uint8_t do_time_runs(const uint8_t *args, uint32_t argn, uint8_t **out) {
   return MTP_STATUS_OK;
 }
 
+#ifdef TVMGEN_PROFILE
+/* The generated runtime's timer (tvmgen_<mod>.h): the platform's. */
+uint64_t tvmgen_profile_ticks(void) { return mtp_platform_timer_ticks(); }
+
+static uint64_t profile_total;  /* ticks of the last PROFILE_RUNS' runs, kernels and all */
+static uint32_t profile_runs;
+
+/* PROFILE_RUNS number:u32 first:u16. number > 0 zeroes the kernels' tick table and runs the model
+ * number times between two timer reads, as TIME_RUNS; number 0 only reads. The reply carries the
+ * totals and as many table entries from `first` on as fit the packet; the host asks for the rest
+ * with number 0. */
+static uint8_t do_profile_runs(const uint8_t *args, uint32_t argn, uint8_t **out) {
+  uint32_t number, i, fit;
+  uint16_t first, count;
+  uint64_t start;
+  const uint16_t calls = mtp_model_profile.num_calls;
+  if (argn < 6u) return MTP_STATUS_BAD_REQUEST;
+  if (calls == 0u) return MTP_STATUS_UNKNOWN_COMMAND;
+  number = get_u32(args);
+  first = get_u16(args + 4);
+  if (first > calls) return MTP_STATUS_BAD_RANGE;
+  if (number > 0u) {
+    for (i = 0; i < calls; ++i) mtp_model_profile.call_ticks[i] = 0u;
+    start = mtp_platform_timer_ticks();
+    for (i = 0; i < number; ++i) {
+      int32_t code = mtp_model.run();
+      if (code != 0) return model_failed(code, out);
+    }
+    profile_total = mtp_platform_timer_ticks() - start;
+    profile_runs = number;
+  }
+  fit = (data_room() - 23u) / 8u; /* after the 23 bytes of totals */
+  count = (uint16_t)((uint32_t)(calls - first) < fit ? (uint32_t)(calls - first) : fit);
+  *out = put_u32(*out, (uint32_t)(profile_total & 0xFFFFFFFFu));
+  *out = put_u32(*out, (uint32_t)(profile_total >> 32));
+  *out = put_u32(*out, mtp_platform_timer_hz());
+  *(*out)++ = (uint8_t)(mtp_platform_timer_is_cycles() ? 1u : 0u);
+  *out = put_u32(*out, profile_runs);
+  *out = put_u16(*out, calls);
+  *out = put_u16(*out, first);
+  *out = put_u16(*out, count);
+  for (i = 0; i < count; ++i) {
+    uint64_t ticks = mtp_model_profile.call_ticks[first + i];
+    *out = put_u32(*out, (uint32_t)(ticks & 0xFFFFFFFFu));
+    *out = put_u32(*out, (uint32_t)(ticks >> 32));
+  }
+  return MTP_STATUS_OK;
+}
+#endif
+
 static void send_reply(void) {
   mtp_session_send(&session, MTP_MSG_NORMAL, reply, reply_len, NULL, 0);
 }
@@ -204,6 +264,9 @@ static void handle_request(const uint8_t *body, uint32_t len) {
       case MTP_CMD_RUN: status = do_run(&out); break;
       case MTP_CMD_READ_OUTPUT: status = do_read_output(args, argn, &out); break;
       case MTP_CMD_TIME_RUNS: status = do_time_runs(args, argn, &out); break;
+#ifdef TVMGEN_PROFILE
+      case MTP_CMD_PROFILE_RUNS: status = do_profile_runs(args, argn, &out); break;
+#endif
       default: status = MTP_STATUS_UNKNOWN_COMMAND; break;
     }
   }
