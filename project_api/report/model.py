@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from ..compiler import mlf
+from ..mlf import reader as mlf
 
 # Ops whose MACs are counted: one multiply-accumulate per weight per output position. Other
 # kernels (pools, adds, softmax, copies) are reported with 0 MACs, as their cost is per element.
