@@ -100,8 +100,16 @@ def call(api: client.ProjectAPIClient, method: str, *args):
         raise TVMCError(f"{method} failed: {err}") from err
 
 
+def recorded_options(project_dir: pathlib.Path) -> Dict[str, object]:
+    """The options in a project's project.yaml; a corrupt file is a one-line TVMCError."""
+    try:
+        return project_gen.read_project_yaml(project_dir)
+    except project_gen.ProjectGenerationError as err:
+        raise TVMCError(str(err)) from err
+
+
 def options_for_project(project_dir: pathlib.Path, given: Dict[str, str]) -> Dict[str, object]:
     """What a generated project was created with (project.yaml), overridden by ``given``."""
-    merged = {k: v for k, v in project_gen.read_project_yaml(project_dir).items() if v is not None}
+    merged = {k: v for k, v in recorded_options(project_dir).items() if v is not None}
     merged.update(given)
     return merged

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from . import TVMCError
+from ._output import check_output_path
 
 DEFAULT_OUTPUT = "module.tar"  # legacy tvmc's default
 
@@ -158,9 +159,7 @@ class CompileCommand:
         model_path = Path(args.model)
         if not model_path.is_file():
             raise TVMCError(f"model file {model_path} not found; give the path of a .onnx or .tflite file")
-        out_path = Path(args.output)
-        if out_path.is_dir():
-            raise TVMCError(f"--output {out_path} is a directory; give the path of the .tar to write")
+        out_path = check_output_path(Path(args.output), "--output", create_parents=True)
 
         from ..compiler.errors import CompileError
         from ..compiler.lowering import lower_model
@@ -175,9 +174,10 @@ class CompileCommand:
             export_mlf(lowered, out_path, executor=args.executor, plan=plan, runtime=runtime)
         except CompileError as err:
             raise TVMCError(" ".join(str(err).split()))
-        except FileNotFoundError as err:
-            raise TVMCError(f"{err.filename or err}: file not found")
-        except PermissionError as err:
-            raise TVMCError(f"cannot write {err.filename or out_path}: permission denied")
+        except OSError as err:
+            if err.filename and not str(err.filename).startswith(str(out_path)):
+                raise TVMCError(f"cannot read {err.filename}: {err.strerror or err}") from err
+            # export_mlf writes OUT.partial, then renames it: name what the user asked for
+            raise TVMCError(f"cannot write --output {out_path}: {err.strerror or err}") from err
         print(format_report(lowered, plan, out_path, args.executor, target))
         return 0

@@ -14,12 +14,14 @@ from __future__ import annotations
 import argparse
 import pathlib
 import shutil
+import tempfile
 from typing import List, Optional
 
 from .. import client, project_gen, resources
 from . import TVMCError
 from ._options import (add_project_option_argument, call, check_project_options, declared_options, format_options,
-                       options_for_project, parse_project_options, project_api_server, server_options)
+                       options_for_project, parse_project_options, project_api_server, recorded_options,
+                       server_options)
 
 LEGACY_PLATFORM_NAMES = {"crt": "host"}  # TVM's tvmc called the host template "crt"
 TEMPLATE = "template"
@@ -52,6 +54,8 @@ def _server_dir(action: str, args) -> pathlib.Path:
     if action == "create":
         return template_directory(args.platform, args.template_dir)
     project_dir = pathlib.Path(args.project_dir)
+    if project_dir.is_file():
+        raise TVMCError(f"{project_dir} is a file, not a project directory; give the folder tvmc micro create made")
     if not (project_dir / project_gen.MLF_FILENAME).is_file():
         raise TVMCError(f"{project_dir} is not a generated project (no {project_gen.MLF_FILENAME}); "
                         f"run tvmc micro create first")
@@ -108,13 +112,14 @@ class MicroCommand:
             if action != "create" and args.platform != TEMPLATE and \
                     platform_name(args.platform) != info.get("platform_name"):
                 raise TVMCError(f"{args.project_dir} is a {info.get('platform_name')} project, not {args.platform}")
-            recorded = {} if action == "create" else project_gen.read_project_yaml(server_dir)
+            recorded = {} if action == "create" else recorded_options(server_dir)
             check_project_options(given, declared, "generate_project" if action == "create" else action,
                                   args.platform, recorded)
             if action == "create":
-                self._check_create(args)
-                project_dir = pathlib.Path(args.project_dir).resolve()
-                call(api, "generate_project", pathlib.Path(args.mlf).resolve(), None, project_dir, given)
+                with tempfile.TemporaryDirectory(prefix="tvmc-create-") as scratch:
+                    mlf_path = self._check_create(args, pathlib.Path(scratch))
+                    project_dir = pathlib.Path(args.project_dir).resolve()
+                    call(api, "generate_project", mlf_path, None, project_dir, given)
                 print(f"generated {info.get('platform_name')} project in {args.project_dir}")
                 return 0
             options = options_for_project(server_dir, given)
@@ -124,21 +129,29 @@ class MicroCommand:
         return 0
 
     @staticmethod
-    def _check_create(args) -> None:
-        mlf_path = pathlib.Path(args.mlf)
+    def _check_create(args, scratch: pathlib.Path) -> pathlib.Path:
+        """Check PROJECT_DIR and MLF; with -f, delete the old project. Returns the MLF to generate
+        from: a copy in ``scratch`` when it lies inside the project -f deletes
+        (``tvmc micro create -f p p/model.tar host`` regenerates from the project's own model)."""
+        mlf_path = pathlib.Path(args.mlf).resolve()
         if not mlf_path.is_file():
-            raise TVMCError(f"Model Library Format archive {mlf_path} does not exist; create it with tvmc compile")
+            raise TVMCError(f"Model Library Format archive {args.mlf} "
+                            f"{'is a directory' if mlf_path.is_dir() else 'does not exist'}; create it with tvmc compile")
         project_dir = pathlib.Path(args.project_dir)
+        if project_dir.exists() and not project_dir.is_dir():
+            raise TVMCError(f"{project_dir} is a file, not a project directory; pick another PROJECT_DIR")
         if not project_dir.exists():
-            return
+            return mlf_path
         if not args.force:
             raise TVMCError(f"project directory {project_dir} already exists; pass -f to replace it")
         # -f deletes: only something that is a generated project (or empty), never a stray folder.
-        is_project = (project_dir / client.SERVER_PYTHON_FILENAME).is_file() or \
-            (project_dir.is_dir() and not any(project_dir.iterdir()))
+        is_project = (project_dir / client.SERVER_PYTHON_FILENAME).is_file() or not any(project_dir.iterdir())
         if not is_project:
             raise TVMCError(f"{project_dir} exists and is not a generated project; refusing to delete it with -f")
+        if project_dir.resolve() in mlf_path.parents:
+            mlf_path = pathlib.Path(shutil.copy2(mlf_path, scratch / mlf_path.name))
         shutil.rmtree(project_dir)
+        return mlf_path
 
     @staticmethod
     def _prepare_build_dir(args) -> None:
