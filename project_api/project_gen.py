@@ -129,7 +129,11 @@ def prepare_project_dir(project_dir: pathlib.Path) -> None:
     project_dir = pathlib.Path(project_dir)
     if project_dir.exists() and (not project_dir.is_dir() or any(project_dir.iterdir())):
         raise ProjectGenerationError(f"project directory {project_dir} already exists and is not empty; remove it or pick another")
-    project_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        project_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file on the way, /proc, a read-only mount, no permission
+        raise ProjectGenerationError(f"cannot create project directory {project_dir}: {err.strerror or err}; "
+                                     f"pick a PROJECT_DIR in a writable folder") from err
 
 
 def copy_template(template_dir: pathlib.Path, project_dir: pathlib.Path) -> None:
