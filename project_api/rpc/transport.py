@@ -163,21 +163,22 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _stop_group(leader: subprocess.Popen, grace_sec: float) -> None:
-    """SIGTERM to the process group ``leader`` leads, SIGKILL to what is left after ``grace_sec``;
-    the leader is reaped on the way (a zombie leader still counts as a member)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(leader.pid, sig)
-        except ProcessLookupError:
+    """SIGTERM to the process group ``leader`` leads, SIGKILL to what is left after ``grace_sec``
+    (an orphan's zombie counts until its reaper comes; SIGKILL cannot be refused, so no wait)."""
+    try:
+        os.killpg(leader.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_sec
+    while time.monotonic() < deadline:
+        leader.poll()  # reap the leader: its zombie would keep the group alive
+        if not _group_alive(leader.pid):
             return
-        deadline = time.monotonic() + grace_sec
-        while True:
-            leader.poll()
-            if not _group_alive(leader.pid):
-                return
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(0.01)
+        time.sleep(0.01)
+    try:
+        os.killpg(leader.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 class SerialTransport(Transport):
