@@ -137,9 +137,10 @@ class CommandClient:
             self._rtt_per_byte = 0.875 * self._rtt_per_byte + 0.125 * per_byte
 
     def call(self, command: Command, args: bytes = b"", timeout_sec: Optional[float] = None,
-             reply_bytes: int = 16) -> bytes:
+             reply_bytes: int = 16, expected_sec: Optional[float] = None) -> bytes:
         """Send one request (resending it as needed) and return its reply data; raise
-        DeviceError/ModelRunError for an error status, SessionError when the device is silent."""
+        DeviceError/ModelRunError for an error status, SessionError when the device is silent
+        (``expected_sec``, how long the command should take, goes in that message)."""
         self._seq = (self._seq + 1) & 0xFFFF
         header = REQUEST_HEADER.pack(COMMAND_VERSION, command, self._seq)
         request = b"".join((header, args, _CHECK.pack(crc32(args, crc32(header)))))
@@ -166,9 +167,10 @@ class CommandClient:
                         self._learn_rtt(time.monotonic() - sent_at, exchanged)
                     return self._unpack(command, reply)
                 if deadline is not None and time.monotonic() >= deadline:
+                    expected = "" if expected_sec is None else f", where {expected_sec:.3g} s was expected"
                     raise SessionError(
-                        f"the device did not answer {command.name} within {timeout:g} s "
-                        f"({attempts} attempts): it stopped responding or was reset")
+                        f"the device stopped answering during {command.name}: no reply within {timeout:.3g} s"
+                        f"{expected} ({attempts} attempts); it hung or was reset")
                 self.resends += 1
                 resend = min(self.max_resend_sec, resend * 2)
         except TransportClosedError as err:
@@ -247,10 +249,12 @@ class CommandClient:
             parts.append(part)
         return b"".join(parts)
 
-    def run(self, timeout_sec: Optional[float] = None) -> None:
-        self.call(Command.RUN, timeout_sec=timeout_sec)
+    def run(self, timeout_sec: Optional[float] = None, expected_sec: Optional[float] = None) -> None:
+        self.call(Command.RUN, timeout_sec=timeout_sec, expected_sec=expected_sec)
 
-    def time_runs(self, number: int, timeout_sec: Optional[float] = None) -> TimedRuns:
-        data = self.call(Command.TIME_RUNS, struct.pack("<I", number), timeout_sec=timeout_sec)
+    def time_runs(self, number: int, timeout_sec: Optional[float] = None,
+                  expected_sec: Optional[float] = None) -> TimedRuns:
+        data = self.call(Command.TIME_RUNS, struct.pack("<I", number), timeout_sec=timeout_sec,
+                         expected_sec=expected_sec)
         low, high, hz, is_cycles = struct.unpack_from("<IIIB", data)
         return TimedRuns((high << 32) | low, hz, bool(is_cycles))

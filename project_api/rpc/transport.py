@@ -141,7 +141,9 @@ class SubprocessTransport(Transport):
                 stream.close()
             except OSError:
                 pass
-        # Closed stdin is EOF for the device program: it returns from mtp_rpc_server_run().
+        # Closed stdin is EOF for the device program: it returns from mtp_rpc_server_run(). A
+        # stopped one (SIGSTOP, a debugger let go) reads it only once continued.
+        _signal_group(process.pid, signal.SIGCONT)
         try:
             process.wait(timeout=self.STOP_GRACE_SEC)
         except subprocess.TimeoutExpired:
@@ -152,33 +154,30 @@ class SubprocessTransport(Transport):
         process.wait()
 
 
-def _group_alive(pgid: int) -> bool:
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to process group ``pgid``; False when the group is gone."""
     try:
-        os.killpg(pgid, 0)
+        os.killpg(pgid, sig)
     except ProcessLookupError:
         return False
-    except PermissionError:  # a member changed its credentials: it is there
-        return True
+    except PermissionError:  # a member changed its credentials: the group is there
+        pass
     return True
 
 
 def _stop_group(leader: subprocess.Popen, grace_sec: float) -> None:
     """SIGTERM to the process group ``leader`` leads, SIGKILL to what is left after ``grace_sec``
     (an orphan's zombie counts until its reaper comes; SIGKILL cannot be refused, so no wait)."""
-    try:
-        os.killpg(leader.pid, signal.SIGTERM)
-    except ProcessLookupError:
+    if not _signal_group(leader.pid, signal.SIGTERM):
         return
+    _signal_group(leader.pid, signal.SIGCONT)  # a stopped member acts on SIGTERM only once continued
     deadline = time.monotonic() + grace_sec
     while time.monotonic() < deadline:
         leader.poll()  # reap the leader: its zombie would keep the group alive
-        if not _group_alive(leader.pid):
+        if not _signal_group(leader.pid, 0):
             return
         time.sleep(0.01)
-    try:
-        os.killpg(leader.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    _signal_group(leader.pid, signal.SIGKILL)
 
 
 class SerialTransport(Transport):
