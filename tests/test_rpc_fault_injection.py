@@ -17,6 +17,7 @@ from project_api.compiler.native import NativeModel
 from project_api.errors import SessionError
 from project_api.rpc.transport import SubprocessTransport, Transport, TransportTimeouts
 from project_api.session import Session
+from project_helpers import check_frozen_error, frozen_during_time_evaluate
 from rpc_test_device import build_test_device, compile_onnx, expected_outputs, host_project
 
 pytestmark = pytest.mark.slow
@@ -183,36 +184,6 @@ def test_lost_start_request_is_resent_even_with_legacy_zero_timeouts(sine_projec
     assert transport.lost and time.monotonic() - start < 5
 
 
-def frozen_during_time_evaluate(session, device_pid, number, repeat, freeze_in_batch, hard_limit_sec):
-    """time_evaluate(number, repeat) with the device SIGSTOPped 0.1 s into batch
-    ``freeze_in_batch`` (1-based); SIGKILLed after ``hard_limit_sec`` should nothing notice.
-    Returns (the SessionError, seconds from the start of time_evaluate to the error, seconds per
-    batch measured before the freeze)."""
-    import threading
-
-    batch_times, time_runs = [], session.commands.time_runs
-
-    def time_runs_then_freeze(count, **kwargs):
-        if count == number and len(batch_times) + 1 == freeze_in_batch:
-            threading.Timer(0.1, os.kill, (device_pid, signal.SIGSTOP)).start()
-        started = time.monotonic()
-        timed = time_runs(count, **kwargs)
-        if count == number:
-            batch_times.append(time.monotonic() - started)
-        return timed
-
-    session.commands.time_runs = time_runs_then_freeze
-    watchdog = threading.Timer(hard_limit_sec, os.kill, (device_pid, signal.SIGKILL))
-    watchdog.start()
-    started = time.monotonic()
-    try:
-        with pytest.raises(SessionError) as caught:
-            session.time_evaluate(number=number, repeat=repeat)
-        return caught.value, time.monotonic() - started, max(batch_times)
-    finally:
-        watchdog.cancel()
-
-
 def test_device_frozen_during_a_long_time_evaluate_is_noticed_in_seconds(sine_project):
     """SIGSTOP mid-way through `--print-time --repeat R --number N`: the session says so within
     2x the expected run time plus the established timeout (it used to wait 60 s per run)."""
@@ -227,17 +198,3 @@ def test_device_frozen_during_a_long_time_evaluate_is_noticed_in_seconds(sine_pr
     check_frozen_error(error, elapsed, batch_sec, repeat, timeouts)
     assert not os.path.exists(f"/proc/{pid}"), "the frozen device program outlived its session"
 
-
-def check_frozen_error(error, elapsed, batch_sec, repeat, timeouts):
-    """The line names the command and what a batch was expected to take (what the batches before
-    the freeze took), and came within 2x the expected run time plus the established timeout."""
-    import re
-
-    match = re.search(r"the device stopped answering during TIME_RUNS: no reply within ([\d.]+) s, "
-                      r"where ([\d.e-]+) s was expected", str(error))
-    assert match, error
-    assert 0.5 * batch_sec < float(match.group(2)) < 2 * batch_sec, (error, batch_sec)
-    expected_run_sec = batch_sec * repeat
-    assert elapsed < 2 * expected_run_sec + timeouts.session_established_timeout_sec, (elapsed, batch_sec)
-    print(f"\nfrozen device noticed {elapsed:.2f} s after time_evaluate started "
-          f"({repeat} batches of {batch_sec:.3f} s expected): {error}")
