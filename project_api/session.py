@@ -34,6 +34,7 @@ RUN_TIME_MARGIN = 2.0
 # time_evaluate measures this long (seconds) before its batches, so the deadline of a batch of
 # fast runs follows the runs, not the round trip that dominates a single one.
 CALIBRATION_SEC = 0.05
+MAX_TIMED_RUNS = 0xFFFFFFFF  # TIME_RUNS carries its count as a uint32
 
 
 @dataclass
@@ -181,6 +182,9 @@ class Session:
         """Time `repeat` batches of `number` runs with the device's own timer."""
         if number < 1 or repeat < 1:
             raise SessionError(f"time_evaluate needs number >= 1 and repeat >= 1, got {number} and {repeat}")
+        if number > MAX_TIMED_RUNS:
+            raise SessionError(f"time_evaluate takes at most {MAX_TIMED_RUNS} runs per measurement (the device "
+                               f"counts them in 32 bits), got number={number}; raise repeat instead")
         self._calibrate(number)
         results, cycles = [], []
         for _ in range(repeat):
@@ -208,7 +212,7 @@ class Session:
             runs, per_run = self._measured
             if runs >= number or runs * per_run >= CALIBRATION_SEC / 2:
                 return
-            self._time_runs(min(number, max(2 * runs, int(CALIBRATION_SEC / per_run))))
+            self._time_runs(min(number, max(2 * runs, int(CALIBRATION_SEC / max(per_run, 1e-9)))))
 
     def _learn_run_time(self, runs: int, seconds: float) -> None:
         """Keep the measurement over the most runs (its round trip weighs least), the slowest of equals."""
@@ -221,7 +225,7 @@ class Session:
         """(deadline, expected duration) in seconds for a command executing ``runs`` model runs:
         the established timeout plus RUN_TIME_MARGIN x the measured time of that many runs, or
         plus run_timeout_sec per run before anything was measured. (None, None) = wait forever."""
-        established = self._rpc.timeouts.session_established_timeout_sec
+        established = self.commands.session.timeouts.session_established_timeout_sec  # raises when not open
         if not established:
             return None, None  # the transport asked to wait forever (legacy 0 timeouts)
         if self._measured is None:

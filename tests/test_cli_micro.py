@@ -230,3 +230,15 @@ def test_corrupt_project_yaml_is_one_line_for_build_and_flash(sine_mlf, tmp_path
         assert "project.yaml is not valid YAML (line 2:" in line and "tvmc micro create -f" in line
     (project / "project.yaml").write_text("- just a list\n")
     assert "is not a project.yaml" in _one_line_error(capfd, "micro", "flash", project, "host")
+
+
+@pytest.mark.slow
+@needs_cc
+def test_build_force_replaces_a_build_file(sine_mlf, tmp_path, capfd):
+    """-f removes what is at PROJECT/build, a stray file too, instead of a NotADirectoryError."""
+    project = tmp_path / "p"
+    assert cli.main(["micro", "create", str(project), str(sine_mlf), "host"]) == 0
+    (project / "build").write_text("not a folder")
+    assert "pass -f" in _one_line_error(capfd, "micro", "build", project, "host")
+    assert cli.main(["micro", "build", "-f", str(project), "host"]) == 0
+    assert (project / "build" / "main").is_file()

@@ -157,6 +157,9 @@ def test_bad_paths_and_files_are_one_line_before_the_device_runs(tmp_path_factor
     assert "/proc does not take new files" in error_of(project, "-o", "/proc/out.npz")
     assert "outdir is a directory" in error_of(project, "-o", tmp_path / "outdir")
     assert not (tmp_path / "outdir.npz").exists()
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--device", "micro", str(project), "--print-time", "--number", str(2**32)])
+    assert "more than the 4294967295 runs a device times in one measurement" in capfd.readouterr().err
     assert "inputs.txt is not an .npz archive" in error_of(project, "-i", tmp_path / "inputs.txt")
     assert "x.npy is a single-array .npy file" in error_of(project, "-i", tmp_path / "x.npy")
     assert "afile is a file, not a project directory" in error_of(tmp_path / "afile")

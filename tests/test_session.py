@@ -124,3 +124,9 @@ def test_inference_over_a_pty(test_device):
         except subprocess.TimeoutExpired:
             device.kill()
             device.wait()
+
+
+def test_time_evaluate_refuses_more_runs_than_the_device_counts(session):
+    with pytest.raises(SessionError, match="at most 4294967295 runs per measurement"):
+        session.time_evaluate(number=2**32, repeat=1)
+    assert session.time_evaluate(number=3, repeat=1).results  # the session carries on

@@ -159,4 +159,4 @@ class MicroCommand:
         if build_dir.exists():
             if not args.force:
                 raise TVMCError(f"{build_dir} already exists; pass -f to rebuild from scratch")
-            shutil.rmtree(build_dir)
+            shutil.rmtree(build_dir) if build_dir.is_dir() and not build_dir.is_symlink() else build_dir.unlink()

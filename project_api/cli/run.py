@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import client, errors
 from ..rpc.transport import ProjectAPITransport
-from ..session import Session
+from ..session import MAX_TIMED_RUNS, Session
 from . import TVMCError
 from ._output import check_output_path, write_atomically
 from ._options import (add_project_option_argument, call, check_project_options, declared_options,
@@ -31,6 +31,14 @@ def _positive(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"'{text}' is not a positive integer")
+    return value
+
+
+def _runs_per_measurement(text: str) -> int:
+    value = _positive(text)
+    if value > MAX_TIMED_RUNS:
+        raise argparse.ArgumentTypeError(f"{value} is more than the {MAX_TIMED_RUNS} runs a device times in one "
+                                         f"measurement; raise --repeat instead")
     return value
 
 
@@ -122,7 +130,7 @@ class RunCommand:
         parser.add_argument("--print-top", type=_positive, metavar="N", help="print the top N values of each output")
         parser.add_argument("--print-time", action="store_true", help="time the model on the device")
         parser.add_argument("--repeat", type=_positive, default=1, help="timing: how many measurements (default 1)")
-        parser.add_argument("--number", type=_positive, default=1, help="timing: runs per measurement (default 1)")
+        parser.add_argument("--number", type=_runs_per_measurement, default=1, help="timing: runs per measurement (default 1)")
         add_project_option_argument(parser)
 
     def run(self, args) -> int:
