@@ -3,6 +3,7 @@
 import binascii
 import pathlib
 import shutil
+import tarfile
 
 import numpy as np
 import pytest
@@ -193,9 +194,17 @@ def test_create_force_regenerates_from_the_projects_own_model(sine_mlf, tmp_path
     project = tmp_path / "p"
     assert cli.main(["micro", "create", str(project), str(sine_mlf), "host"]) == 0
     (project / "stale.txt").write_text("old")
-    assert cli.main(["micro", "create", "-f", str(project), str(project / "model.tar"), "host"]) == 0
+    with tarfile.open(project / "extra.tar", "w") as tar:
+        tar.add(project / "stale.txt", arcname="extra.txt")
+    assert cli.main(["micro", "create", "-f", str(project), str(project / "model.tar"), "host",
+                     "--project-option", f"extra_files_tar={project / 'extra.tar'}"]) == 0
     assert (project / "model.tar").read_bytes() == sine_mlf.read_bytes()
     assert (project / "src" / "model_glue.c").is_file() and not (project / "stale.txt").exists()
+    assert (project / "extra.txt").read_text() == "old"
+    # a generation that fails puts the old project back, and leaves nothing beside it
+    assert cli.main(["micro", "create", "-f", str(project), str(sine_mlf), "host", "--project-option", "board=uno"]) == 1
+    assert (project / "extra.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]
     capsys.readouterr()
 
 

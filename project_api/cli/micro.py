@@ -12,10 +12,11 @@ prints them, and ``--help`` shows them when PLATFORM is on the line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import pathlib
 import shutil
 import tempfile
-from typing import List, Optional
+from typing import Callable, Iterator, List, Optional
 
 from .. import client, project_gen, resources
 from . import TVMCError
@@ -60,6 +61,39 @@ def _server_dir(action: str, args) -> pathlib.Path:
         raise TVMCError(f"{project_dir} is not a generated project (no {project_gen.MLF_FILENAME}); "
                         f"run tvmc micro create first")
     return project_dir
+
+
+@contextlib.contextmanager
+def _old_project_set_aside(project_dir: pathlib.Path) -> Iterator[Callable[[pathlib.Path], pathlib.Path]]:
+    """For create -f: the old project is renamed aside (in the same folder) while the new one is
+    generated, deleted once that succeeded and put back if it failed. So -f never loses the
+    project, nor the archive or a file option it is about to read from inside it (``tvmc micro
+    create -f p p/model.tar host``). Yields where a path inside the old project is meanwhile."""
+    if not project_dir.exists():
+        yield lambda path: path
+        return
+    try:
+        aside = pathlib.Path(tempfile.mkdtemp(prefix=f".{project_dir.name}.replaced-", dir=project_dir.parent))
+        old = aside / project_dir.name
+        project_dir.rename(old)
+    except OSError as err:
+        raise TVMCError(f"cannot replace {project_dir}: {err.strerror or err}") from err
+
+    def moved(path: pathlib.Path) -> pathlib.Path:
+        try:
+            return old / path.relative_to(project_dir)
+        except ValueError:
+            return path
+
+    try:
+        yield moved
+    except BaseException:
+        if project_dir.is_dir() and not project_dir.is_symlink():
+            shutil.rmtree(project_dir, ignore_errors=True)  # what the failed generation left
+        old.rename(project_dir)
+        shutil.rmtree(aside, ignore_errors=True)
+        raise
+    shutil.rmtree(aside)
 
 
 class MicroCommand:
@@ -116,10 +150,14 @@ class MicroCommand:
             check_project_options(given, declared, "generate_project" if action == "create" else action,
                                   args.platform, recorded)
             if action == "create":
-                with tempfile.TemporaryDirectory(prefix="tvmc-create-") as scratch:
-                    mlf_path = self._check_create(args, pathlib.Path(scratch))
-                    project_dir = pathlib.Path(args.project_dir).resolve()
-                    call(api, "generate_project", mlf_path, None, project_dir, given)
+                self._check_create(args)
+                project_dir = pathlib.Path(args.project_dir).resolve()
+                with _old_project_set_aside(project_dir) as moved:
+                    # a file option naming a file of the old project (extra_files_tar) follows it
+                    options = {name: str(moved(pathlib.Path(value).resolve()))
+                               if value and project_dir in pathlib.Path(value).resolve().parents else value
+                               for name, value in given.items()}
+                    call(api, "generate_project", moved(pathlib.Path(args.mlf).resolve()), None, project_dir, options)
                 print(f"generated {info.get('platform_name')} project in {args.project_dir}")
                 return 0
             options = options_for_project(server_dir, given)
@@ -129,29 +167,23 @@ class MicroCommand:
         return 0
 
     @staticmethod
-    def _check_create(args, scratch: pathlib.Path) -> pathlib.Path:
-        """Check PROJECT_DIR and MLF; with -f, delete the old project. Returns the MLF to generate
-        from: a copy in ``scratch`` when it lies inside the project -f deletes
-        (``tvmc micro create -f p p/model.tar host`` regenerates from the project's own model)."""
-        mlf_path = pathlib.Path(args.mlf).resolve()
+    def _check_create(args) -> None:
+        """PROJECT_DIR must be new, or with -f a generated project (or empty); MLF a file."""
+        mlf_path = pathlib.Path(args.mlf)
         if not mlf_path.is_file():
-            raise TVMCError(f"Model Library Format archive {args.mlf} "
+            raise TVMCError(f"Model Library Format archive {mlf_path} "
                             f"{'is a directory' if mlf_path.is_dir() else 'does not exist'}; create it with tvmc compile")
         project_dir = pathlib.Path(args.project_dir)
         if project_dir.exists() and not project_dir.is_dir():
             raise TVMCError(f"{project_dir} is a file, not a project directory; pick another PROJECT_DIR")
         if not project_dir.exists():
-            return mlf_path
+            return
         if not args.force:
             raise TVMCError(f"project directory {project_dir} already exists; pass -f to replace it")
-        # -f deletes: only something that is a generated project (or empty), never a stray folder.
+        # -f replaces: only something that is a generated project (or empty), never a stray folder.
         is_project = (project_dir / client.SERVER_PYTHON_FILENAME).is_file() or not any(project_dir.iterdir())
         if not is_project:
             raise TVMCError(f"{project_dir} exists and is not a generated project; refusing to delete it with -f")
-        if project_dir.resolve() in mlf_path.parents:
-            mlf_path = pathlib.Path(shutil.copy2(mlf_path, scratch / mlf_path.name))
-        shutil.rmtree(project_dir)
-        return mlf_path
 
     @staticmethod
     def _prepare_build_dir(args) -> None:
