@@ -191,6 +191,7 @@ def test_onnx_cnn_compiles_and_matches_onnxruntime(tmp_path):
     ("afile/deeper/t.tar", ["afile is a file, not a directory"]),
     ("/proc/t.tar", ["cannot write --output /proc/t.tar", "does not take new files"]),
     ("adir", ["--output", "adir is a directory"]),
+    ("m.tflite", ["--output m.tflite is the model file itself"]),
 ])
 def test_unwritable_output_is_one_line_before_compiling(output, words, tmp_path):
     """Checked before the model is compiled (the model here is not even a model): one line that
@@ -202,3 +203,4 @@ def test_unwritable_output_is_one_line_before_compiling(output, words, tmp_path)
     result = tvmc("compile", model, "-o", output, cwd=tmp_path)
     _assert_one_line_error(result, *words)
     assert ".partial" not in result.stderr
+    assert model.read_bytes() == b"not a model"

@@ -159,6 +159,8 @@ class CompileCommand:
         model_path = Path(args.model)
         if not model_path.is_file():
             raise TVMCError(f"model file {model_path} not found; give the path of a .onnx or .tflite file")
+        if Path(args.output).resolve() == model_path.resolve():
+            raise TVMCError(f"--output {args.output} is the model file itself; give the archive another name")
         out_path = check_output_path(Path(args.output), "--output", create_parents=True)
 
         from ..compiler.errors import CompileError
