@@ -36,6 +36,8 @@ MIN_RESEND_SEC = 0.005
 # Requests and replies up to this size estimate the fixed part of a round trip; larger ones the
 # time per byte (a 4 KiB packet takes 0.35 s at 115200 baud, far longer than a ping).
 SMALL_EXCHANGE = 64
+# A request of a run expected to take long is resent about this many times over that time.
+RESENDS_PER_RUN = 8
 
 
 class Command(enum.IntEnum):
@@ -152,6 +154,11 @@ class CommandClient:
         deadline = None if not timeout else start + timeout
         exchanged = len(request) + reply_bytes
         resend = self._resend_after(exchanged)
+        # A device running the model reads nothing: resends meanwhile only pile up in buffers (a
+        # full pipe blocks the host's next write) and are each answered from the kept reply
+        # afterwards. So over a long run's expected time there are about RESENDS_PER_RUN of them.
+        max_resend = self.max_resend_sec if expected_sec is None else max(self.max_resend_sec,
+                                                                          expected_sec / RESENDS_PER_RUN)
         attempts = 0
         try:
             while True:
@@ -172,7 +179,7 @@ class CommandClient:
                         f"the device stopped answering during {command.name}: no reply within {timeout:.3g} s"
                         f"{expected} ({attempts} attempts); it hung or was reset")
                 self.resends += 1
-                resend = min(self.max_resend_sec, resend * 2)
+                resend = min(max_resend, resend * 2)
         except TransportClosedError as err:
             raise SessionError(f"the device link closed during {command.name}: {err}") from err
         except IoTimeoutError as err:
