@@ -239,6 +239,10 @@ def test_corrupt_project_yaml_is_one_line_for_build_and_flash(sine_mlf, tmp_path
         assert "project.yaml is not valid YAML (line 2:" in line and "tvmc micro create -f" in line
     (project / "project.yaml").write_text("- just a list\n")
     assert "is not a project.yaml" in _one_line_error(capfd, "micro", "flash", project, "host")
+    (project / "project.yaml").write_text("options: {board: [host], warning_as_error: maybe}\n")
+    assert _one_line_error(capfd, "micro", "flash", project, "host") == (
+        "tvmc: error: project.yaml option 'board': want a string, got ['host']; fix it or regenerate the project "
+        "with tvmc micro create -f")
 
 
 @pytest.mark.slow

@@ -44,6 +44,12 @@ def check_project_options(given: Dict[str, object], declared: Sequence[ProjectOp
         raise TVMCError(f"unknown project option(s) {', '.join(unknown)} for platform {platform}; "
                         f"its options are: {', '.join(sorted(known)) or '(none)'}")
     for option in declared:
+        if (recorded or {}).get(option.name) is not None:
+            try:
+                option.convert(recorded[option.name])
+            except ValueError as err:
+                raise TVMCError(f"project.yaml option '{option.name}': {err}; fix it or regenerate the project "
+                                f"with tvmc micro create -f") from err
         present = given.get(option.name) is not None or (recorded or {}).get(option.name) is not None
         if method in option.required and not present and option.default is None:
             choices = f" (one of: {', '.join(map(str, option.choices))})" if option.choices else ""

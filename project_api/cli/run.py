@@ -21,7 +21,7 @@ from ..session import MAX_TIMED_RUNS, Session
 from . import TVMCError
 from ._output import check_output_path, write_atomically
 from ._options import (add_project_option_argument, call, check_project_options, declared_options,
-                       options_for_project, parse_project_options, project_api_server)
+                       options_for_project, parse_project_options, project_api_server, recorded_options)
 
 
 def _positive(text: str) -> int:
@@ -149,7 +149,8 @@ class RunCommand:
         out_path = outputs_path(args.outputs) if args.outputs else None
         with project_api_server(project_dir, debug=args.debug) as api:
             info = call(api, "server_info_query", "")
-            check_project_options(given, declared_options(info), "open_transport", str(info.get("platform_name")))
+            check_project_options(given, declared_options(info), "open_transport", str(info.get("platform_name")),
+                                  recorded_options(project_dir))
             transport = ProjectAPITransport(api, options_for_project(project_dir, given))
             try:
                 with Session(transport) as session:
