@@ -133,7 +133,11 @@ def prepare_project_dir(project_dir: pathlib.Path) -> None:
     project_dir = pathlib.Path(project_dir)
     if project_dir.exists() and (not project_dir.is_dir() or any(project_dir.iterdir())):
         raise ProjectGenerationError(f"project directory {project_dir} already exists and is not empty; remove it or pick another")
-    project_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        project_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file on the way, /proc, a read-only mount, no permission
+        raise ProjectGenerationError(f"cannot create project directory {project_dir}: {err.strerror or err}; "
+                                     f"pick a PROJECT_DIR in a writable folder") from err
 
 
 def copy_template(template_dir: pathlib.Path, project_dir: pathlib.Path) -> None:
@@ -198,11 +202,20 @@ def read_project_yaml(project_dir: pathlib.Path) -> dict:
     path = pathlib.Path(project_dir) / PROJECT_YAML
     if not path.is_file():
         return {}
+    regenerate = "regenerate the project with tvmc micro create -f"
     try:
         content = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
-        raise ProjectGenerationError(f"{path} is not valid YAML: {err}") from err
-    return dict(content.get("options") or {})
+        mark = getattr(err, "problem_mark", None)
+        problem = (f"line {mark.line + 1}: " if mark is not None else "") + (getattr(err, "problem", None) or str(err))
+        raise ProjectGenerationError(f"{path} is not valid YAML ({problem}); {regenerate}") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ProjectGenerationError(f"cannot read {path} ({err}); {regenerate}") from err
+    options = content.get("options") if isinstance(content, dict) else None
+    if not isinstance(options, (dict, type(None))) or not isinstance(content, dict):
+        raise ProjectGenerationError(f"{path} is not a project.yaml (want a mapping with an 'options' mapping); "
+                                     f"{regenerate}")
+    return dict(options or {})
 
 
 # ---- model_glue.c -----------------------------------------------------------------------------

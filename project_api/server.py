@@ -225,11 +225,20 @@ def _want(kind, predicate):
 
 _is_str = _want("a string", lambda v: isinstance(v, str))
 _is_options = _want("an object (the options dict)", lambda v: isinstance(v, dict))
+# Bounds that keep values inside what select(), os.read() and a bytes buffer take: a larger
+# timeout is "forever" (null says that), a larger n than one read can return is no request.
+MAX_TIMEOUT_SEC = 1e7
+MAX_READ_N = 2**31 - 1
+# read_transport returns 1..n bytes, so the framework may ask the handler for fewer: this many at
+# most, so a client's large n never makes a transport allocate a buffer of that size.
+READ_TRANSPORT_CHUNK = 1 << 20
+
 _is_timeout = _want(
-    "a number of seconds >= 0 or null",
-    lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0),
+    f"a number of seconds 0..{MAX_TIMEOUT_SEC:g} or null (wait forever)",
+    lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= MAX_TIMEOUT_SEC),
 )
-_is_count = _want("an integer >= 1", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1)
+_is_count = _want(f"an integer 1..{MAX_READ_N} (an integer >= 1 that one read can return)",
+                  lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_READ_N)
 
 
 def _is_path(method, name, value):
@@ -318,7 +327,9 @@ class ProjectAPIServer:
         except ServerError as err:
             self._write_error(request_id, ErrorCode.SERVER_ERROR, str(err) or "ServerError", err)
         except Exception as err:  # pylint: disable=broad-except
-            _LOG.exception("handler failed")
+            # The reply carries the traceback (data.traceback); on stderr it is for --debug only,
+            # so a user reads the client's one line, not 30 lines of a server's insides.
+            _LOG.debug("handler failed", exc_info=True)
             message = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
             self._write_error(request_id, ErrorCode.SERVER_ERROR, message, err)
         else:
@@ -331,6 +342,9 @@ class ProjectAPIServer:
             return json.loads(line.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as err:
             raise JSONRPCError(ErrorCode.PARSE_ERROR, f"request is not a UTF-8 JSON line: {err}")
+        except RecursionError:
+            raise JSONRPCError(ErrorCode.PARSE_ERROR, "request is nested too deeply to parse "
+                                                      "(no Project API request nests more than a few levels)") from None
 
     @staticmethod
     def _request_id(request: Any):
@@ -405,7 +419,7 @@ class ProjectAPIServer:
         self._handler.close_transport()
 
     def _call_read_transport(self, n, timeout_sec):
-        data = self._handler.read_transport(n, timeout_sec)
+        data = self._handler.read_transport(min(n, READ_TRANSPORT_CHUNK), timeout_sec)
         if not isinstance(data, (bytes, bytearray)):
             raise JSONRPCError(ErrorCode.INTERNAL_ERROR, f"read_transport returned {type(data).__name__}, not bytes")
         if not 1 <= len(data) <= n:

@@ -14,8 +14,9 @@ is sent.
 from __future__ import annotations
 
 import statistics
+import time
 from dataclasses import dataclass, field
-from typing import List, Optional, Union
+from typing import List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -24,9 +25,16 @@ from .rpc.commands import HOST_MAX_PACKET, CommandClient, DeviceInfo, ProfiledRu
 from .rpc.session import RpcSession
 from .rpc.transport import Transport
 
-# A model run may take much longer than a round trip; this much is allowed on top of the
-# session's established timeout (seconds).
+# Deadlines of RUN and TIME_RUNS, on top of the session's established timeout (which covers the
+# round trip): before any run was measured, this much per run (seconds) ...
 DEFAULT_RUN_TIMEOUT_SEC = 60.0
+# ... and once one was, this many times the measured time per run, so a device that stops
+# answering mid-way is noticed soon after the runs should have ended, not an hour later.
+RUN_TIME_MARGIN = 2.0
+# time_evaluate measures this long (seconds) before its batches, so the deadline of a batch of
+# fast runs follows the runs, not the round trip that dominates a single one.
+CALIBRATION_SEC = 0.05
+MAX_TIMED_RUNS = 0xFFFFFFFF  # TIME_RUNS carries its count as a uint32
 
 PROFILE_BUILD_HINT = ("the device runs no profiling build: generate the project with "
                       "--project-option compile_definitions=TVMGEN_PROFILE (tvmc micro create), build and flash it")
@@ -86,6 +94,9 @@ class Session:
         self._rpc: Optional[RpcSession] = None
         self._commands: Optional[CommandClient] = None
         self._info: Optional[ModelInfo] = None
+        # (runs, seconds per run) of the measurement over the most runs so far: the host's wall
+        # clock, which the deadlines run on (an emulator's device timer need not keep real time).
+        self._measured: Optional[Tuple[int, float]] = None
 
     # -- lifetime --------------------------------------------------------------------------
     def open(self) -> "Session":
@@ -159,7 +170,10 @@ class Session:
         self.commands.write_input(index, np.ascontiguousarray(array, dtype=wire_dtype).tobytes())
 
     def run(self) -> None:
-        self.commands.run(timeout_sec=self._run_timeout())
+        timeout, expected = self._run_timeout(1)
+        started = time.monotonic()
+        self.commands.run(timeout_sec=timeout, expected_sec=expected)
+        self._learn_run_time(1, time.monotonic() - started)
 
     def get_output(self, key: Union[int, str]) -> np.ndarray:
         index = self._find(self.get_info().outputs, key, "output")
@@ -171,9 +185,13 @@ class Session:
         """Time `repeat` batches of `number` runs with the device's own timer."""
         if number < 1 or repeat < 1:
             raise SessionError(f"time_evaluate needs number >= 1 and repeat >= 1, got {number} and {repeat}")
+        if number > MAX_TIMED_RUNS:
+            raise SessionError(f"time_evaluate takes at most {MAX_TIMED_RUNS} runs per measurement (the device "
+                               f"counts them in 32 bits), got number={number}; raise repeat instead")
+        self._calibrate(number)
         results, cycles = [], []
         for _ in range(repeat):
-            timed = self.commands.time_runs(number, timeout_sec=self._run_timeout(number))
+            timed = self._time_runs(number)
             results.append(timed.ticks / timed.timer_hz / number)
             cycles.append(timed.ticks / number)
             is_cycles = timed.timer_is_cycles
@@ -186,10 +204,44 @@ class Session:
             raise SessionError(f"profile needs number >= 1, got {number}")
         if not self.get_info().device.can_profile:
             raise SessionError(PROFILE_BUILD_HINT)
-        return self.commands.profile_runs(number, timeout_sec=self._run_timeout(number))
+        timeout, _ = self._run_timeout(number)
+        return self.commands.profile_runs(number, timeout_sec=timeout)
 
-    def _run_timeout(self, runs: int = 1) -> Optional[float]:
-        established = self._rpc.timeouts.session_established_timeout_sec
+    def _time_runs(self, number: int):
+        timeout, expected = self._run_timeout(number)
+        started = time.monotonic()
+        timed = self.commands.time_runs(number, timeout_sec=timeout, expected_sec=expected)
+        self._learn_run_time(number, time.monotonic() - started)
+        return timed
+
+    def _calibrate(self, number: int) -> None:
+        """Untimed warm-up runs (as TVM's time_evaluator does one) until a measurement covers
+        ``number`` runs or lasts CALIBRATION_SEC / 2. Each step asks for the runs the last
+        measurement says fill CALIBRATION_SEC; it includes the round trip, so it overestimates
+        the time per run and a step never takes much longer than that."""
+        if self._measured is None:
+            self.run()
+        while True:
+            runs, per_run = self._measured
+            if runs >= number or runs * per_run >= CALIBRATION_SEC / 2:
+                return
+            self._time_runs(min(number, max(2 * runs, int(CALIBRATION_SEC / max(per_run, 1e-9)))))
+
+    def _learn_run_time(self, runs: int, seconds: float) -> None:
+        """Keep the measurement over the most runs (its round trip weighs least), the slowest of equals."""
+        per_run = seconds / runs
+        if self._measured is None or runs > self._measured[0] or \
+                (runs == self._measured[0] and per_run > self._measured[1]):
+            self._measured = (runs, per_run)
+
+    def _run_timeout(self, runs: int) -> Tuple[Optional[float], Optional[float]]:
+        """(deadline, expected duration) in seconds for a command executing ``runs`` model runs:
+        the established timeout plus RUN_TIME_MARGIN x the measured time of that many runs, or
+        plus run_timeout_sec per run before anything was measured. (None, None) = wait forever."""
+        established = self.commands.session.timeouts.session_established_timeout_sec  # raises when not open
         if not established:
-            return None  # the transport asked to wait forever (legacy 0 timeouts)
-        return established + self.run_timeout_sec * runs
+            return None, None  # the transport asked to wait forever (legacy 0 timeouts)
+        if self._measured is None:
+            return established + self.run_timeout_sec * runs, None
+        expected = self._measured[1] * runs
+        return established + RUN_TIME_MARGIN * expected, expected

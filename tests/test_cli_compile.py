@@ -184,3 +184,29 @@ def test_onnx_cnn_compiles_and_matches_onnxruntime(tmp_path):
     subprocess.run(["gcc", "-std=c99", "-O1", "-flto", "-Wall", "-Wextra", "-Werror", "-I",
                     str(root / "codegen" / "host" / "include"), *sources, str(main_c), "-lm", "-o",
                     str(tmp_path / "lto")], check=True)
+
+
+@pytest.mark.parametrize("output, words", [
+    ("afile/t.tar", ["--output", "afile is a file, not a directory"]),
+    ("afile/deeper/t.tar", ["afile is a file, not a directory"]),
+    ("/proc/t.tar", ["cannot write --output /proc/t.tar", "does not take new files"]),
+    ("adir", ["--output", "adir is a directory"]),
+    ("m.tflite", ["--output m.tflite is the model file itself"]),
+])
+def test_unwritable_output_is_one_line_before_compiling(output, words, tmp_path, monkeypatch, capsys):
+    """Checked before the model is compiled (the model here is not even a model): one line that
+    names the path the user gave, never a traceback or OUT.partial."""
+    from project_api import cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("not a directory")
+    (tmp_path / "adir").mkdir()
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"not a model")
+    assert cli.main(["compile", str(model), "-o", output]) == 1
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tvmc: error: "), err
+    assert all(word in lines[0] for word in words), lines[0]
+    assert ".partial" not in err
+    assert model.read_bytes() == b"not a model"

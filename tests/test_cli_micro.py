@@ -3,6 +3,7 @@
 import binascii
 import pathlib
 import shutil
+import tarfile
 
 import numpy as np
 import pytest
@@ -186,3 +187,71 @@ def test_legacy_script_lines_on_the_host_board(tmp_path_factory):
     want = run_native(mlf, ones)[0].reshape(-1)
     assert [int(line.split()[0]) for line in lines[2:6]] == list(np.argsort(-want, kind="stable")[:4])
     assert [float(line.split()[1]) for line in lines[2:6]] == pytest.approx(np.sort(want)[::-1][:4], rel=1e-6)
+
+
+def test_create_force_regenerates_from_the_projects_own_model(sine_mlf, tmp_path, capsys):
+    """-f deletes the old project, so the archive it was given from inside it is read first."""
+    project = tmp_path / "p"
+    assert cli.main(["micro", "create", str(project), str(sine_mlf), "host"]) == 0
+    (project / "stale.txt").write_text("old")
+    with tarfile.open(project / "extra.tar", "w") as tar:
+        tar.add(project / "stale.txt", arcname="extra.txt")
+    assert cli.main(["micro", "create", "-f", str(project), str(project / "model.tar"), "host",
+                     "--project-option", f"extra_files_tar={project / 'extra.tar'}"]) == 0
+    assert (project / "model.tar").read_bytes() == sine_mlf.read_bytes()
+    assert (project / "src" / "model_glue.c").is_file() and not (project / "stale.txt").exists()
+    assert (project / "extra.txt").read_text() == "old"
+    # a generation that fails puts the old project back, and leaves nothing beside it
+    assert cli.main(["micro", "create", "-f", str(project), str(sine_mlf), "host", "--project-option", "board=uno"]) == 1
+    assert (project / "extra.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]
+    capsys.readouterr()
+
+
+def _one_line_error(capfd, *argv):
+    """tvmc in-process, its servers' stderr captured too (fd 2): exactly one line, no traceback."""
+    assert cli.main([str(a) for a in argv]) == 1
+    err = capfd.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tvmc: error: "), err
+    return lines[0]
+
+
+def test_project_dir_that_is_a_file_or_cannot_be_made(sine_mlf, tmp_path, capfd):
+    (tmp_path / "afile").write_text("a file")
+    for action in ("build", "flash"):
+        line = _one_line_error(capfd, "micro", action, tmp_path / "afile", "host")
+        assert "afile is a file, not a project directory" in line
+    assert "afile is a file, not a project directory" in _one_line_error(capfd, "micro", "create", tmp_path / "afile",
+                                                                         sine_mlf, "host")
+    line = _one_line_error(capfd, "micro", "create", "/proc/xx", sine_mlf, "host")
+    assert line == ("tvmc: error: generate_project failed: cannot create project directory /proc/xx: "
+                    "No such file or directory; pick a PROJECT_DIR in a writable folder")
+
+
+def test_corrupt_project_yaml_is_one_line_for_build_and_flash(sine_mlf, tmp_path, capfd):
+    project = tmp_path / "p"
+    assert cli.main(["micro", "create", str(project), str(sine_mlf), "host"]) == 0
+    capfd.readouterr()
+    (project / "project.yaml").write_text("options: {board: [host\n")
+    for action in ("build", "flash"):
+        line = _one_line_error(capfd, "micro", action, project, "host")
+        assert "project.yaml is not valid YAML (line 2:" in line and "tvmc micro create -f" in line
+    (project / "project.yaml").write_text("- just a list\n")
+    assert "is not a project.yaml" in _one_line_error(capfd, "micro", "flash", project, "host")
+    (project / "project.yaml").write_text("options: {board: [host], warning_as_error: maybe}\n")
+    assert _one_line_error(capfd, "micro", "flash", project, "host") == (
+        "tvmc: error: project.yaml option 'board': want a string, got ['host']; fix it or regenerate the project "
+        "with tvmc micro create -f")
+
+
+@pytest.mark.slow
+@needs_cc
+def test_build_force_replaces_a_build_file(sine_mlf, tmp_path, capfd):
+    """-f removes what is at PROJECT/build, a stray file too, instead of a NotADirectoryError."""
+    project = tmp_path / "p"
+    assert cli.main(["micro", "create", str(project), str(sine_mlf), "host"]) == 0
+    (project / "build").write_text("not a folder")
+    assert "pass -f" in _one_line_error(capfd, "micro", "build", project, "host")
+    assert cli.main(["micro", "build", "-f", str(project), "host"]) == 0
+    assert (project / "build" / "main").is_file()

@@ -128,3 +128,49 @@ def test_project_api_transport_reads_large_chunks(tmp_path_factory):
     assert all(np.array_equal(a, b) for a, b in zip(outputs, run_native(mlf, inputs)))
     assert min(calls) >= 4096  # every call asks for a large chunk
     assert sum(received) / len(received) > 20  # and gets whole packets back, not single bytes
+
+
+def test_bad_paths_and_files_are_one_line_before_the_device_runs(tmp_path_factory, tmp_path, capfd):
+    """Output paths are checked and input files read before the device starts (no model run is
+    wasted, no traceback after it); a plain file for the project, a corrupt project.yaml and an
+    unknown option each get one line that says what is wrong."""
+    import shutil
+
+    from project_api import cli
+
+    mlf = _mlf(tmp_path_factory, "sine_mlp")
+    project = host_project(tmp_path_factory, "sine_mlp", mlf)
+    (tmp_path / "afile").write_text("a file")
+    (tmp_path / "outdir").mkdir()
+    (tmp_path / "inputs.txt").write_text("x = 1.5\n")
+    np.save(tmp_path / "x.npy", np.zeros((1, 1), np.float32))
+
+    def error_of(*argv):
+        assert cli.main(["run", "--device", "micro", *map(str, argv)]) == 1
+        err = capfd.readouterr().err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("tvmc: error: "), err
+        return lines[0]
+
+    assert "cannot write --outputs" in error_of(project, "-o", tmp_path / "afile" / "out.npz")
+    assert "afile is a file, not a directory" in error_of(project, "-o", tmp_path / "afile" / "out.npz")
+    assert "/proc does not take new files" in error_of(project, "-o", "/proc/out.npz")
+    assert "outdir is a directory" in error_of(project, "-o", tmp_path / "outdir")
+    assert not (tmp_path / "outdir.npz").exists()
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--device", "micro", str(project), "--print-time", "--number", str(2**32)])
+    assert "more than the 4294967295 runs a device times in one measurement" in capfd.readouterr().err
+    assert "inputs.txt is not an .npz archive" in error_of(project, "-i", tmp_path / "inputs.txt")
+    assert "x.npy is a single-array .npy file" in error_of(project, "-i", tmp_path / "x.npy")
+    assert "afile is a file, not a project directory" in error_of(tmp_path / "afile")
+    line = error_of(project, "--project-option", "nope=1")
+    assert "unknown project option(s) nope for platform host;" in line
+    broken = tmp_path / "broken"
+    shutil.copytree(project, broken, symlinks=True)
+    (broken / "project.yaml").write_text("options: [unclosed\n")
+    line = error_of(broken)
+    assert "project.yaml is not valid YAML (line 2:" in line and "tvmc micro create -f" in line
+
+    assert cli.main(["run", "--device", "micro", str(project), "-o", str(tmp_path / "out")]) == 0
+    with np.load(tmp_path / "out.npz") as out:  # numpy's rule: ".npz" is appended, once
+        assert out.files == ["output_0"]

@@ -11,12 +11,13 @@ import pytest
 
 import lowered_samples
 from cortex_m_helpers import TEMPLATE_DIR, load_server_module, needs_arm_tools
+from project_helpers import check_frozen_error, frozen_during_time_evaluate
 from project_api import client, project_gen
 from project_api.compiler.ir import INPUT, INTERMEDIATE, OUTPUT, KernelCall, LoweredModel, Tensor
 from project_api.compiler.mlf import export_mlf
 from project_api.compiler.native import run_native
-from project_api.emulators.qemu import run_to_exit
-from project_api.rpc.transport import ProjectAPITransport
+from project_api.emulators.qemu import QemuMachine, run_to_exit
+from project_api.rpc.transport import ProjectAPITransport, SerialTransport, TransportTimeouts
 from project_api.session import Session
 from project_api.standalone import parse as decode_standalone
 
@@ -257,3 +258,23 @@ def test_firmware_fault_ends_the_session_with_the_reason(tmp_path):
                 sess.close()
             except Exception:
                 pass
+
+
+@pytest.mark.slow
+def test_frozen_qemu_during_a_long_time_evaluate_is_noticed_in_seconds(mlp_mlf, tmp_path):
+    """SIGSTOP on QEMU mid-way through a long time_evaluate: a clear line within 2x the expected
+    run time plus the established timeout, and QEMU does not outlive the session."""
+    mlf, _ = mlp_mlf
+    project = tmp_path / "project"
+    _generate(mlf, project, board="mps2_an385", project_type="host_driven")
+    _build(project)
+    timeouts = TransportTimeouts(0.2, 5, 1.0)
+    number, repeat = 6000, 8  # about 0.3 s a batch on QEMU (icount: the guest's clock is not the host's)
+    qemu = QemuMachine(SERVER.read_config_mk(project)["QEMU_MACHINE"], project / "build" / "firmware.elf")
+    with qemu:
+        with Session(SerialTransport(qemu.serial_url, timeouts=timeouts)) as sess:
+            error, elapsed, batch_sec = frozen_during_time_evaluate(sess, qemu.pid, number, repeat,
+                                                                    freeze_in_batch=3, hard_limit_sec=20)
+        pid = qemu.pid
+    check_frozen_error(error, elapsed, batch_sec, repeat, timeouts)
+    assert not qemu.running and not pathlib.Path(f"/proc/{pid}").exists()

@@ -277,7 +277,9 @@ def test_transport_base85_round_trip_and_named_errors(loopback):
 # ---- malformed requests ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("line", [b"{not json", b"\xff\xfe{}", b'{"jsonrpc": "2.0", "method": "build"'])
+@pytest.mark.parametrize("line", [b"{not json", b"\xff\xfe{}", b'{"jsonrpc": "2.0", "method": "build"',
+                                  b"[" * 100000 + b"]" * 100000],
+                         ids=["not_json", "not_utf8", "truncated", "nested_100k_deep"])
 def test_parse_error_then_still_serving(loopback, line):
     loopback.send_line(line)
     reply = loopback.reply()
@@ -325,6 +327,10 @@ def test_unknown_method(loopback):
     ("read_transport", {"n": 3, "timeout_sec": "soon"}, ["timeout_sec"]),
     ("read_transport", {"n": 3, "timeout_sec": -1}, ["timeout_sec"]),
     ("read_transport", {"n": 3}, ["missing", "timeout_sec"]),
+    ("read_transport", {"n": 10**30, "timeout_sec": 1}, ["'n'", "integer 1..2147483647"]),
+    ("read_transport", {"n": 3, "timeout_sec": 1e300}, ["timeout_sec", "or null (wait forever)"]),
+    ("read_transport", {"n": 3, "timeout_sec": float("inf")}, ["timeout_sec"]),  # Python's JSON reads Infinity
+    ("write_transport", {"data": "", "timeout_sec": 1e300}, ["timeout_sec"]),
     ("write_transport", {"data": "~~~~~", "timeout_sec": None}, ["data", "Base85"]),
     ("write_transport", {"data": b"\x01".hex(), "timeout_sec": True}, ["timeout_sec"]),
 ])

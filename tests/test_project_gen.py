@@ -181,3 +181,27 @@ def test_a_generation_time_option_generated_without_stays_unset(tmp_path):
     resolved = server.resolve_options("build", declared, {"compile_definitions": "A=1"})
     assert options.merge_with_project_yaml(tmp_path, resolved) == {"compile_definitions": None,
                                                                      "port": "/dev/ttyACM0"}
+
+
+@pytest.mark.parametrize("content, words", [
+    ("options: [unclosed\n", ["is not valid YAML (line 2:", "tvmc micro create -f"]),
+    ("- a list\n", ["is not a project.yaml", "tvmc micro create -f"]),
+    ("options: 3\n", ["is not a project.yaml"]),
+    (b"\xff\xfe\x00", ["cannot read", "project.yaml"]),
+])
+def test_corrupt_project_yaml_is_a_generation_error(content, words, tmp_path):
+    path = tmp_path / project_gen.PROJECT_YAML
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(project_gen.ProjectGenerationError) as caught:
+        project_gen.read_project_yaml(tmp_path)
+    for word in words:
+        assert word in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("where", ["/proc/xx", "afile/xx"])
+def test_project_dir_that_cannot_be_made_is_a_generation_error(where, sine_mlf, tmp_path):
+    (tmp_path / "afile").write_text("a file")
+    project_dir = pathlib.Path(where) if where.startswith("/") else tmp_path / where
+    with pytest.raises(project_gen.ProjectGenerationError, match=f"cannot create project directory {project_dir}"):
+        _generate(sine_mlf, project_dir)

@@ -124,3 +124,25 @@ def test_inference_over_a_pty(test_device):
         except subprocess.TimeoutExpired:
             device.kill()
             device.wait()
+
+
+def test_time_evaluate_refuses_more_runs_than_the_device_counts(session):
+    with pytest.raises(SessionError, match="at most 4294967295 runs per measurement"):
+        session.time_evaluate(number=2**32, repeat=1)
+    assert session.time_evaluate(number=3, repeat=1).results  # the session carries on
+
+
+def test_long_runs_are_not_flooded_with_resends(test_device):
+    """While the device runs the model it reads nothing; resends of TIME_RUNS meanwhile only fill
+    buffers (a long enough run would fill the pipe and block the host), so over a batch's
+    expected time there are only a few, however short the retry interval."""
+    transport = SubprocessTransport([str(test_device)], timeouts=TransportTimeouts(0.01, 5, 5))
+    with Session(transport) as sess:
+        sess.time_evaluate(number=20_000, repeat=1)  # measures the time per run
+        per_run = sess.time_evaluate(number=20_000, repeat=1).mean
+        number = max(20_000, int(1.0 / per_run))  # about a second a batch
+        before = sess.commands.resends
+        timing = sess.time_evaluate(number=number, repeat=2)
+        resends = sess.commands.resends - before
+    assert timing.mean * number > 0.3, "the batches were too short to show anything"
+    assert resends < 2 * 30, resends  # about 8 + the ramp up per batch; 0.01 s apart it were ~200

@@ -111,3 +111,30 @@ def test_emulator_process_is_stopped_with_its_group():
     assert not _alive(pid)
     with pytest.raises(process.EmulatorError, match="sleeper is not started"):
         SleeperDevice().serial_url
+
+
+def _running(pid):
+    """Alive and not a zombie (an orphan's zombie may wait for a reaper that never comes)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
+def test_subprocess_transport_stops_what_the_device_program_started():
+    """A device program that exits at EOF but leaves a child behind: close() stops its group."""
+    import time
+
+    transport = SubprocessTransport(["sh", "-c", "sleep 60 & echo $!; exec cat"])
+    transport.open()
+    line = b""
+    while not line.endswith(b"\n"):
+        line += transport.read(64, 5.0)
+    helper = int(line)
+    assert _running(helper)
+    started = time.monotonic()
+    transport.close()
+    assert not _running(helper), "the device program's child outlived the transport"
+    assert time.monotonic() - started < 3.0

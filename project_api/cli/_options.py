@@ -44,6 +44,12 @@ def check_project_options(given: Dict[str, object], declared: Sequence[ProjectOp
         raise TVMCError(f"unknown project option(s) {', '.join(unknown)} for platform {platform}; "
                         f"its options are: {', '.join(sorted(known)) or '(none)'}")
     for option in declared:
+        if (recorded or {}).get(option.name) is not None:
+            try:
+                option.convert(recorded[option.name])
+            except ValueError as err:
+                raise TVMCError(f"project.yaml option '{option.name}': {err}; fix it or regenerate the project "
+                                f"with tvmc micro create -f") from err
         present = given.get(option.name) is not None or (recorded or {}).get(option.name) is not None
         if method in option.required and not present and option.default is None:
             choices = f" (one of: {', '.join(map(str, option.choices))})" if option.choices else ""
@@ -100,8 +106,16 @@ def call(api: client.ProjectAPIClient, method: str, *args):
         raise TVMCError(f"{method} failed: {err}") from err
 
 
+def recorded_options(project_dir: pathlib.Path) -> Dict[str, object]:
+    """The options in a project's project.yaml; a corrupt file is a one-line TVMCError."""
+    try:
+        return project_gen.read_project_yaml(project_dir)
+    except project_gen.ProjectGenerationError as err:
+        raise TVMCError(str(err)) from err
+
+
 def options_for_project(project_dir: pathlib.Path, given: Dict[str, str]) -> Dict[str, object]:
     """What a generated project was created with (project.yaml), overridden by ``given``."""
-    merged = {k: v for k, v in project_gen.read_project_yaml(project_dir).items() if v is not None}
+    merged = {k: v for k, v in recorded_options(project_dir).items() if v is not None}
     merged.update(given)
     return merged

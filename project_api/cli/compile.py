@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from . import TVMCError
+from ._output import check_output_path
 
 DEFAULT_OUTPUT = "module.tar"  # legacy tvmc's default
 
@@ -165,15 +166,11 @@ class CompileCommand:
         model_path = Path(args.model)
         if not model_path.is_file():
             raise TVMCError(f"model file {model_path} not found; give the path of a .onnx or .tflite file")
-        out_path = Path(args.output)
-        if out_path.is_dir():
-            raise TVMCError(f"--output {out_path} is a directory; give the path of the .tar to write")
+        if Path(args.output).resolve() == model_path.resolve():
+            raise TVMCError(f"--output {args.output} is the model file itself; give the archive another name")
+        out_path = check_output_path(Path(args.output), "--output", create_parents=True)
         if args.report:  # before the long work, as --output
-            report_path = Path(args.report)
-            blocked = next((p for p in report_path.parents if p.exists() and not p.is_dir()), None)
-            if report_path.is_dir() or blocked is not None:
-                raise TVMCError(f"cannot write the report {report_path}: "
-                                + (f"{blocked} is not a directory" if blocked else "it is a directory"))
+            check_output_path(Path(args.report), "--report", create_parents=True)
 
         from ..compiler.errors import CompileError
         from ..compiler.mlf import export_mlf
@@ -187,8 +184,8 @@ class CompileCommand:
         progress = Progress("tvmc compile", verbose=bool(getattr(args, "verbose", 0)))
         try:
             with progress:
-                progress.stage(f"lowering {model_path.name} with TVM"
-                               + ("" if args.memory_budget is None else " and planning within the memory budget"))
+                progress.stage(f"lowering {model_path.name} with TVM and planning the arena"
+                               + ("" if args.memory_budget is None else " within the memory budget"))
                 lowered, plan, _ = lower_within_budget(str(model_path), args.memory_budget, model_name=args.model_name,
                                                        target=target, mcpu=mcpu)
                 progress.stage("generating the static runtime")
@@ -197,10 +194,11 @@ class CompileCommand:
                 export_mlf(lowered, out_path, executor=args.executor, plan=plan, runtime=runtime)
         except CompileError as err:
             raise TVMCError(" ".join(str(err).split()))
-        except FileNotFoundError as err:
-            raise TVMCError(f"{err.filename or err}: file not found")
-        except PermissionError as err:
-            raise TVMCError(f"cannot write {err.filename or out_path}: permission denied")
+        except OSError as err:
+            if err.filename and not str(err.filename).startswith(str(out_path)):
+                raise TVMCError(f"cannot read {err.filename}: {err.strerror or err}") from err
+            # export_mlf writes OUT.partial, then renames it: name what the user asked for
+            raise TVMCError(f"cannot write --output {out_path}: {err.strerror or err}") from err
         print(format_report(lowered, plan, out_path, args.executor, target))
         self._model_report(args, out_path, mcpu, model_path, progress)
         return 0

@@ -12,14 +12,17 @@ prints them, and ``--help`` shows them when PLATFORM is on the line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import pathlib
 import shutil
-from typing import List, Optional
+import tempfile
+from typing import Callable, Iterator, List, Optional
 
 from .. import client, project_gen, resources
 from . import TVMCError
 from ._options import (add_project_option_argument, call, check_project_options, declared_options, format_options,
-                       options_for_project, parse_project_options, project_api_server, server_options)
+                       options_for_project, parse_project_options, project_api_server, recorded_options,
+                       server_options)
 
 LEGACY_PLATFORM_NAMES = {"crt": "host"}  # TVM's tvmc called the host template "crt"
 TEMPLATE = "template"
@@ -52,10 +55,45 @@ def _server_dir(action: str, args) -> pathlib.Path:
     if action == "create":
         return template_directory(args.platform, args.template_dir)
     project_dir = pathlib.Path(args.project_dir)
+    if project_dir.is_file():
+        raise TVMCError(f"{project_dir} is a file, not a project directory; give the folder tvmc micro create made")
     if not (project_dir / project_gen.MLF_FILENAME).is_file():
         raise TVMCError(f"{project_dir} is not a generated project (no {project_gen.MLF_FILENAME}); "
                         f"run tvmc micro create first")
     return project_dir
+
+
+@contextlib.contextmanager
+def _old_project_set_aside(project_dir: pathlib.Path) -> Iterator[Callable[[pathlib.Path], pathlib.Path]]:
+    """For create -f: the old project is renamed aside (in the same folder) while the new one is
+    generated, deleted once that succeeded and put back if it failed. So -f never loses the
+    project, nor the archive or a file option it is about to read from inside it (``tvmc micro
+    create -f p p/model.tar host``). Yields where a path inside the old project is meanwhile."""
+    if not project_dir.exists():
+        yield lambda path: path
+        return
+    try:
+        aside = pathlib.Path(tempfile.mkdtemp(prefix=f".{project_dir.name}.replaced-", dir=project_dir.parent))
+        old = aside / project_dir.name
+        project_dir.rename(old)
+    except OSError as err:
+        raise TVMCError(f"cannot replace {project_dir}: {err.strerror or err}") from err
+
+    def moved(path: pathlib.Path) -> pathlib.Path:
+        try:
+            return old / path.relative_to(project_dir)
+        except ValueError:
+            return path
+
+    try:
+        yield moved
+    except BaseException:
+        if project_dir.is_dir() and not project_dir.is_symlink():
+            shutil.rmtree(project_dir, ignore_errors=True)  # what the failed generation left
+        old.rename(project_dir)
+        shutil.rmtree(aside, ignore_errors=True)
+        raise
+    shutil.rmtree(aside)
 
 
 class MicroCommand:
@@ -108,13 +146,18 @@ class MicroCommand:
             if action != "create" and args.platform != TEMPLATE and \
                     platform_name(args.platform) != info.get("platform_name"):
                 raise TVMCError(f"{args.project_dir} is a {info.get('platform_name')} project, not {args.platform}")
-            recorded = {} if action == "create" else project_gen.read_project_yaml(server_dir)
+            recorded = {} if action == "create" else recorded_options(server_dir)
             check_project_options(given, declared, "generate_project" if action == "create" else action,
                                   args.platform, recorded)
             if action == "create":
                 self._check_create(args)
                 project_dir = pathlib.Path(args.project_dir).resolve()
-                call(api, "generate_project", pathlib.Path(args.mlf).resolve(), None, project_dir, given)
+                with _old_project_set_aside(project_dir) as moved:
+                    # a file option naming a file of the old project (extra_files_tar) follows it
+                    options = {name: str(moved(pathlib.Path(value).resolve()))
+                               if value and project_dir in pathlib.Path(value).resolve().parents else value
+                               for name, value in given.items()}
+                    call(api, "generate_project", moved(pathlib.Path(args.mlf).resolve()), None, project_dir, options)
                 print(f"generated {info.get('platform_name')} project in {args.project_dir}")
                 return 0
             options = options_for_project(server_dir, given)
@@ -125,20 +168,22 @@ class MicroCommand:
 
     @staticmethod
     def _check_create(args) -> None:
+        """PROJECT_DIR must be new, or with -f a generated project (or empty); MLF a file."""
         mlf_path = pathlib.Path(args.mlf)
         if not mlf_path.is_file():
-            raise TVMCError(f"Model Library Format archive {mlf_path} does not exist; create it with tvmc compile")
+            raise TVMCError(f"Model Library Format archive {mlf_path} "
+                            f"{'is a directory' if mlf_path.is_dir() else 'does not exist'}; create it with tvmc compile")
         project_dir = pathlib.Path(args.project_dir)
+        if project_dir.exists() and not project_dir.is_dir():
+            raise TVMCError(f"{project_dir} is a file, not a project directory; pick another PROJECT_DIR")
         if not project_dir.exists():
             return
         if not args.force:
             raise TVMCError(f"project directory {project_dir} already exists; pass -f to replace it")
-        # -f deletes: only something that is a generated project (or empty), never a stray folder.
-        is_project = (project_dir / client.SERVER_PYTHON_FILENAME).is_file() or \
-            (project_dir.is_dir() and not any(project_dir.iterdir()))
+        # -f replaces: only something that is a generated project (or empty), never a stray folder.
+        is_project = (project_dir / client.SERVER_PYTHON_FILENAME).is_file() or not any(project_dir.iterdir())
         if not is_project:
             raise TVMCError(f"{project_dir} exists and is not a generated project; refusing to delete it with -f")
-        shutil.rmtree(project_dir)
 
     @staticmethod
     def _prepare_build_dir(args) -> None:
@@ -146,4 +191,4 @@ class MicroCommand:
         if build_dir.exists():
             if not args.force:
                 raise TVMCError(f"{build_dir} already exists; pass -f to rebuild from scratch")
-            shutil.rmtree(build_dir)
+            shutil.rmtree(build_dir) if build_dir.is_dir() and not build_dir.is_symlink() else build_dir.unlink()

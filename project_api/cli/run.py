@@ -17,10 +17,11 @@ import numpy as np
 
 from .. import client, errors
 from ..rpc.transport import ProjectAPITransport
-from ..session import Session
+from ..session import MAX_TIMED_RUNS, Session
 from . import TVMCError
-from ._options import (add_project_option_argument, check_project_options, options_for_project,
-                       parse_project_options, project_api_server, server_options)
+from ._output import check_output_path, write_atomically
+from ._options import (add_project_option_argument, call, check_project_options, declared_options,
+                       options_for_project, parse_project_options, project_api_server, recorded_options)
 
 
 def _positive(text: str) -> int:
@@ -30,6 +31,14 @@ def _positive(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"'{text}' is not a positive integer")
+    return value
+
+
+def _runs_per_measurement(text: str) -> int:
+    value = _positive(text)
+    if value > MAX_TIMED_RUNS:
+        raise argparse.ArgumentTypeError(f"{value} is more than the {MAX_TIMED_RUNS} runs a device times in one "
+                                         f"measurement; raise --repeat instead")
     return value
 
 
@@ -46,15 +55,28 @@ def fill(mode: str, dtype: str, shape, rng: np.random.Generator) -> np.ndarray:
     return rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=dt)
 
 
-def load_inputs(path, inputs, fill_mode: str) -> Dict[str, np.ndarray]:
-    """Inputs by name from an .npz file, the rest filled; names the model lacks are an error."""
-    given: Dict[str, np.ndarray] = {}
-    if path:
-        try:
-            with np.load(path) as npz:
-                given = {k: npz[k] for k in npz.files}
-        except (OSError, ValueError) as err:
-            raise TVMCError(f"cannot read inputs file {path}: {err} (it must be a .npz from numpy.savez)") from err
+NPZ_MAGIC = b"PK\x03\x04"  # an .npz is a zip archive of .npy files
+
+
+def read_inputs_file(path) -> Dict[str, np.ndarray]:
+    """The arrays of an .npz file by name (read before the device is started)."""
+    hint = "it must be a .npz written by numpy.savez(path, name=array, ...)"
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(len(NPZ_MAGIC))
+        if magic != NPZ_MAGIC:
+            kind = "a single-array .npy file" if magic == b"\x93NUM" else "not an .npz archive"
+            raise TVMCError(f"inputs file {path} is {kind}; {hint}")
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, EOFError) as err:
+        detail = err.strerror if isinstance(err, OSError) and err.strerror else err
+        raise TVMCError(f"cannot read inputs file {path}: {detail} ({hint})") from err
+
+
+def load_inputs(given: Dict[str, np.ndarray], path, inputs, fill_mode: str) -> Dict[str, np.ndarray]:
+    """Inputs by name from ``given`` (the --inputs file at ``path``), the rest filled; names the
+    model lacks are an error."""
     names = [t.name for t in inputs]
     unknown = sorted(set(given) - set(names))
     if unknown:
@@ -62,6 +84,17 @@ def load_inputs(path, inputs, fill_mode: str) -> Dict[str, np.ndarray]:
                         f"its inputs are: {', '.join(names)}")
     rng = np.random.default_rng()
     return {t.name: given[t.name] if t.name in given else fill(fill_mode, t.dtype, t.shape, rng) for t in inputs}
+
+
+def outputs_path(option_value: str) -> pathlib.Path:
+    """The file --outputs writes: numpy.savez's name (".npz" appended when missing), checked now,
+    before the device runs."""
+    path = pathlib.Path(option_value)
+    if path.is_dir():
+        raise TVMCError(f"--outputs {path} is a directory; give the path of the .npz file to write")
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    return check_output_path(path, "--outputs")
 
 
 def format_top(key: str, name: str, array: np.ndarray, n: int) -> str:
@@ -97,7 +130,7 @@ class RunCommand:
         parser.add_argument("--print-top", type=_positive, metavar="N", help="print the top N values of each output")
         parser.add_argument("--print-time", action="store_true", help="time the model on the device")
         parser.add_argument("--repeat", type=_positive, default=1, help="timing: how many measurements (default 1)")
-        parser.add_argument("--number", type=_positive, default=1, help="timing: runs per measurement (default 1)")
+        parser.add_argument("--number", type=_runs_per_measurement, default=1, help="timing: runs per measurement (default 1)")
         parser.add_argument("--profile", action="store_true",
                             help="per-kernel times (cycles/instructions where the board counts them) measured on "
                                  "the device over --number runs; needs a profiling build "
@@ -108,6 +141,9 @@ class RunCommand:
 
     def run(self, args) -> int:
         project_dir = pathlib.Path(args.FILE)
+        if project_dir.is_file():
+            raise TVMCError(f"{project_dir} is a file, not a project directory: give the folder "
+                            f"'tvmc micro create' made (the model runs from its generated project)")
         if not project_dir.is_dir():
             raise TVMCError(f"project directory {project_dir} does not exist: generate one with "
                             f"'tvmc micro create {project_dir} MODEL.tar PLATFORM'")
@@ -116,13 +152,19 @@ class RunCommand:
                             f"generate one with 'tvmc micro create'")
         if args.report and not args.profile:
             raise TVMCError("--report needs --profile (the model report without a profile comes from tvmc compile --report)")
+        if args.report:  # before the device runs, as --outputs
+            check_output_path(pathlib.Path(args.report), "--report", create_parents=True)
         given = parse_project_options(args.project_option)
+        inputs_given = read_inputs_file(args.inputs) if args.inputs else {}
+        out_path = outputs_path(args.outputs) if args.outputs else None
         with project_api_server(project_dir, debug=args.debug) as api:
-            check_project_options(given, server_options(api), "open_transport", str(project_dir))
+            info = call(api, "server_info_query", "")
+            check_project_options(given, declared_options(info), "open_transport", str(info.get("platform_name")),
+                                  recorded_options(project_dir))
             transport = ProjectAPITransport(api, options_for_project(project_dir, given))
             try:
                 with Session(transport) as session:
-                    outputs = self._infer(session, args)
+                    outputs = self._infer(session, inputs_given, args)
                     names = [t.name for t in session.get_info().outputs]
                     timing = session.time_evaluate(args.number, args.repeat) \
                         if args.print_time or args.profile else None
@@ -133,7 +175,7 @@ class RunCommand:
                 raise TVMCError(f"the project's server failed: {err.message}") from err
             except (client.ProjectAPIError, errors.IoTimeoutError, errors.TransportClosedError) as err:
                 raise TVMCError(f"the project's server failed: {err}") from err
-        self._report(outputs, names, timing, args)
+        self._report(outputs, names, timing, out_path, args)
         if profiled is not None:
             self._profile_report(project_dir, profiled, timing, args)
         return 0
@@ -163,17 +205,18 @@ class RunCommand:
             print(f"report: {', '.join(str(p) for p in written)}")
 
     @staticmethod
-    def _infer(session: Session, args) -> Dict[str, np.ndarray]:
+    def _infer(session: Session, inputs_given: Dict[str, np.ndarray], args) -> Dict[str, np.ndarray]:
         info = session.get_info()
-        for name, value in load_inputs(args.inputs, info.inputs, args.fill_mode).items():
+        for name, value in load_inputs(inputs_given, args.inputs, info.inputs, args.fill_mode).items():
             session.set_input(name, value)
         session.run()
         return {f"output_{i}": session.get_output(i) for i in range(len(info.outputs))}
 
     @staticmethod
-    def _report(outputs: Dict[str, np.ndarray], names: List[str], timing, args) -> None:
-        if args.outputs:
-            np.savez(args.outputs, **outputs)
+    def _report(outputs: Dict[str, np.ndarray], names: List[str], timing, out_path, args) -> None:
+        if out_path is not None:
+            with write_atomically(out_path, "--outputs") as scratch, open(scratch, "wb") as f:
+                np.savez(f, **outputs)  # a file object: numpy appends no second ".npz"
         if args.print_top:
             for (key, array), name in zip(outputs.items(), names):
                 print(format_top(key, name, array, args.print_top))

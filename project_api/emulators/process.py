@@ -115,6 +115,7 @@ class EmulatorProcess:
         if proc is not None:
             if proc.poll() is None:
                 signal_group(proc, signal.SIGTERM)
+                signal_group(proc, signal.SIGCONT)  # a stopped (SIGSTOP) emulator acts on SIGTERM only once continued
                 try:
                     proc.wait(grace_sec)
                 except subprocess.TimeoutExpired:

@@ -39,6 +39,8 @@ SMALL_EXCHANGE = 64
 # Until a large exchange has been timed, its first resend waits as long as this slow a link
 # (9600 baud) would carry it: an emulator's UART can absorb a few hundred bytes a second.
 SLOWEST_LINK_BYTES_PER_SEC = 960
+# A request of a run expected to take long is resent about this many times over that time.
+RESENDS_PER_RUN = 8
 
 
 class Command(enum.IntEnum):
@@ -178,9 +180,10 @@ class CommandClient:
             self._per_byte_known = True
 
     def call(self, command: Command, args: bytes = b"", timeout_sec: Optional[float] = None,
-             reply_bytes: int = 16) -> bytes:
+             reply_bytes: int = 16, expected_sec: Optional[float] = None) -> bytes:
         """Send one request (resending it as needed) and return its reply data; raise
-        DeviceError/ModelRunError for an error status, SessionError when the device is silent."""
+        DeviceError/ModelRunError for an error status, SessionError when the device is silent
+        (``expected_sec``, how long the command should take, goes in that message)."""
         self._seq = (self._seq + 1) & 0xFFFF
         header = REQUEST_HEADER.pack(COMMAND_VERSION, command, self._seq)
         request = b"".join((header, args, _CHECK.pack(crc32(args, crc32(header)))))
@@ -192,6 +195,12 @@ class CommandClient:
         deadline = None if not timeout else start + timeout
         exchanged = len(request) + reply_bytes
         resend = self._resend_after(exchanged, timeout)
+        # A device running the model reads nothing: resends meanwhile only pile up in buffers (a
+        # full pipe blocks the host's next write) and are each answered from the kept reply
+        # afterwards. So over a long run's expected time there are about RESENDS_PER_RUN of them.
+        max_resend = self._resend_cap(exchanged)
+        if expected_sec is not None:
+            max_resend = max(max_resend, expected_sec / RESENDS_PER_RUN)
         attempts = 0
         first_sent_at = time.monotonic()
         try:
@@ -216,11 +225,12 @@ class CommandClient:
                         self._learn_rtt(time.monotonic() - first_sent_at, exchanged)
                     return self._unpack(command, reply)
                 if deadline is not None and time.monotonic() >= deadline:
+                    expected = "" if expected_sec is None else f", where {expected_sec:.3g} s was expected"
                     raise SessionError(
-                        f"the device did not answer {command.name} within {timeout:g} s "
-                        f"({attempts} attempts): it stopped responding or was reset")
+                        f"the device stopped answering during {command.name}: no reply within {timeout:.3g} s"
+                        f"{expected} ({attempts} attempts); it hung or was reset")
                 self.resends += 1
-                resend = min(self._resend_cap(exchanged), resend * 2)
+                resend = min(max_resend, resend * 2)
         except TransportClosedError as err:
             raise SessionError(f"the device link closed during {command.name}: {err}") from err
         except IoTimeoutError as err:
@@ -298,11 +308,13 @@ class CommandClient:
             parts.append(part)
         return b"".join(parts)
 
-    def run(self, timeout_sec: Optional[float] = None) -> None:
-        self.call(Command.RUN, timeout_sec=timeout_sec)
+    def run(self, timeout_sec: Optional[float] = None, expected_sec: Optional[float] = None) -> None:
+        self.call(Command.RUN, timeout_sec=timeout_sec, expected_sec=expected_sec)
 
-    def time_runs(self, number: int, timeout_sec: Optional[float] = None) -> TimedRuns:
-        data = self.call(Command.TIME_RUNS, struct.pack("<I", number), timeout_sec=timeout_sec)
+    def time_runs(self, number: int, timeout_sec: Optional[float] = None,
+                  expected_sec: Optional[float] = None) -> TimedRuns:
+        data = self.call(Command.TIME_RUNS, struct.pack("<I", number), timeout_sec=timeout_sec,
+                         expected_sec=expected_sec)
         low, high, hz, is_cycles = struct.unpack_from("<IIIB", data)
         return TimedRuns((high << 32) | low, hz, bool(is_cycles))
 

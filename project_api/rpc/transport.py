@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import subprocess
 import time
 from typing import NamedTuple, Optional, Sequence
@@ -65,7 +66,12 @@ class Transport:
 
 
 class SubprocessTransport(Transport):
-    """The stdin/stdout of a child process: the host board's device program."""
+    """The stdin/stdout of a child process: the host board's device program.
+
+    The program runs in a process group of its own, and close() stops the whole group: whatever
+    the program started dies with it, even when the program itself exits at EOF."""
+
+    STOP_GRACE_SEC = 2.0
 
     def __init__(self, argv: Sequence[str], cwd=None, timeouts: TransportTimeouts = DEFAULT_TIMEOUTS,
                  stderr=None):
@@ -81,7 +87,7 @@ class SubprocessTransport(Transport):
         try:
             self.process = subprocess.Popen(
                 self.argv, cwd=self.cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=self._stderr, bufsize=0)
+                stderr=self._stderr, bufsize=0, start_new_session=True)
         except OSError as err:
             raise TransportClosedError(f"cannot start device program {self.argv[0]}: {err}") from err
         os.set_blocking(self.process.stdout.fileno(), False)
@@ -135,16 +141,43 @@ class SubprocessTransport(Transport):
                 stream.close()
             except OSError:
                 pass
-        # Closed stdin is EOF for the device program: it returns from mtp_rpc_server_run().
+        # Closed stdin is EOF for the device program: it returns from mtp_rpc_server_run(). A
+        # stopped one (SIGSTOP, a debugger let go) reads it only once continued.
+        _signal_group(process.pid, signal.SIGCONT)
         try:
-            process.wait(timeout=2)
+            process.wait(timeout=self.STOP_GRACE_SEC)
         except subprocess.TimeoutExpired:
-            process.terminate()
-            try:
-                process.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            pass
+        # Then the group: the program if it did not exit, and anything it left behind (a helper
+        # it forked outlives it otherwise). The group id stays reserved while a member lives.
+        _stop_group(process, self.STOP_GRACE_SEC)
+        process.wait()
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to process group ``pgid``; False when the group is gone."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member changed its credentials: the group is there
+        pass
+    return True
+
+
+def _stop_group(leader: subprocess.Popen, grace_sec: float) -> None:
+    """SIGTERM to the process group ``leader`` leads, SIGKILL to what is left after ``grace_sec``
+    (an orphan's zombie counts until its reaper comes; SIGKILL cannot be refused, so no wait)."""
+    if not _signal_group(leader.pid, signal.SIGTERM):
+        return
+    _signal_group(leader.pid, signal.SIGCONT)  # a stopped member acts on SIGTERM only once continued
+    deadline = time.monotonic() + grace_sec
+    while time.monotonic() < deadline:
+        leader.poll()  # reap the leader: its zombie would keep the group alive
+        if not _signal_group(leader.pid, 0):
+            return
+        time.sleep(0.01)
+    _signal_group(leader.pid, signal.SIGKILL)
 
 
 class SerialTransport(Transport):
