@@ -12,7 +12,7 @@ import pytest
 import lowered_samples
 from cortex_m_helpers import TEMPLATE_DIR, load_server_module, needs_arm_tools
 from project_helpers import check_frozen_error, frozen_during_time_evaluate
-from project_api import client, project_gen
+from project_api import boards, client, project_gen
 from project_api.compiler.ir import INPUT, INTERMEDIATE, OUTPUT, KernelCall, LoweredModel, Tensor
 from project_api.compiler.mlf import export_mlf
 from project_api.compiler.native import run_native
@@ -270,7 +270,7 @@ def test_frozen_qemu_during_a_long_time_evaluate_is_noticed_in_seconds(mlp_mlf, 
     _build(project)
     timeouts = TransportTimeouts(0.2, 5, 1.0)
     number, repeat = 6000, 8  # about 0.3 s a batch on QEMU (icount: the guest's clock is not the host's)
-    qemu = QemuMachine(SERVER.read_config_mk(project)["QEMU_MACHINE"], project / "build" / "firmware.elf")
+    qemu = QemuMachine(SERVER.qemu_machine(boards.get_board("mps2_an385", "cortex_m")), project / "build" / "firmware.elf")
     with qemu:
         with Session(SerialTransport(qemu.serial_url, timeouts=timeouts)) as sess:
             error, elapsed, batch_sec = frozen_during_time_evaluate(sess, qemu.pid, number, repeat,
