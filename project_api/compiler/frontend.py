@@ -113,8 +113,26 @@ def _load_onnx(path: Path, data: bytes) -> ImportedModel:
 # TFLite
 
 
+def tflite_tensor_name(subgraph, index: int) -> str:
+    """A tensor's name, or a stable synthesized one when the converter stripped it (tflite-micro's
+    test models carry none): ``input_<k>`` / ``output_<k>`` for the k-th subgraph input / output,
+    ``t<index>`` for any other tensor."""
+    raw = subgraph.Tensors(int(index)).Name()
+    if raw:
+        return raw.decode("utf-8", errors="replace")
+    index = int(index)
+    inputs = [int(i) for i in subgraph.InputsAsNumpy()] if subgraph.InputsLength() else []
+    outputs = [int(i) for i in subgraph.OutputsAsNumpy()] if subgraph.OutputsLength() else []
+    if index in inputs:
+        return f"input_{inputs.index(index)}"
+    if index in outputs:
+        return f"output_{outputs.index(index)}"
+    return f"t{index}"
+
+
 def read_tflite(path: Path, data: bytes):
-    """Parse and check a .tflite file: (model, subgraph, operator names, input names, output names)."""
+    """Parse and check a .tflite file: (model, subgraph, operator names, input names, output names).
+    Missing tensor names are not corruption: they get ``tflite_tensor_name``'s synthesized names."""
     import tflite
 
     invalid = f"'{path}' is not a valid TFLite model (truncated or corrupt file); convert it again"
@@ -133,8 +151,8 @@ def read_tflite(path: Path, data: bytes):
                     tensor = subgraph.Tensors(int(tensor_index))
                     tensor.Name()
                     model.Buffers(tensor.Buffer()).DataAsNumpy()
-        input_names = [subgraph.Tensors(int(i)).Name().decode() for i in subgraph.InputsAsNumpy()]
-        output_names = [subgraph.Tensors(int(i)).Name().decode() for i in subgraph.OutputsAsNumpy()]
+        input_names = [tflite_tensor_name(subgraph, i) for i in subgraph.InputsAsNumpy()]
+        output_names = [tflite_tensor_name(subgraph, i) for i in subgraph.OutputsAsNumpy()]
     except Exception as err:  # flatbuffers reads past the end: struct.error, IndexError ...
         raise CompileError(f"{invalid}: {type(err).__name__}: {' '.join(str(err).split())}") from None
     if not op_names:
@@ -189,7 +207,7 @@ def _tflite_op_name(model, op) -> str:
 
 def _tflite_op_output_name(subgraph, op) -> str:
     outputs = [int(i) for i in op.OutputsAsNumpy() if i >= 0]
-    return subgraph.Tensors(outputs[0]).Name().decode() if outputs else "?"
+    return tflite_tensor_name(subgraph, outputs[0]) if outputs else "?"
 
 
 def _is_hybrid_op(model, subgraph, op) -> bool:
@@ -225,7 +243,7 @@ def _workaround_converter_class(tflite_frontend):
             rank = len(self.get_tensor_shape(tensor))
             if rank and axis >= rank:
                 self.notes.append(
-                    f"tensor '{tensor.tensor.Name().decode()}': quantized_dimension {axis} "
+                    f"tensor '{tflite_tensor_name(self.subgraph, tensor.tensor_idx)}': quantized_dimension {axis} "
                     f"clamped to {rank - 1} (bias of rank {rank})"
                 )
                 tensor.qnn_params["axis"] = rank - 1

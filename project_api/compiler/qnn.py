@@ -20,6 +20,7 @@ import numpy as np
 
 from . import fixed_point, ir
 from .errors import CompileError
+from .frontend import tflite_tensor_name
 
 _INT8 = 9  # tflite TensorType.INT8
 _INT32 = 2
@@ -70,7 +71,7 @@ class _Graph:
             dtype = {_INT8: np.int8, _INT32: np.int32}.get(tensor.Type(), np.uint8)
             data = buffer.DataAsNumpy().view(dtype).reshape(tuple(int(d) for d in tensor.ShapeAsNumpy()))
         shape = tuple(int(d) for d in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
-        return _TensorInfo(index, tensor.Name().decode(), shape, tensor.Type(),
+        return _TensorInfo(index, tflite_tensor_name(self.subgraph, index), shape, tensor.Type(),
                            np.asarray(scales, np.float32), np.asarray(zeros, np.int64), data)
 
 
