@@ -67,12 +67,14 @@ def _load_onnx(path: Path, data: bytes) -> ImportedModel:
         raise CompileError(invalid)
 
     from tvm.relax.frontend.onnx import from_onnx
-    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
-    known_ops = set(_get_convert_map()) | {"Constant", "If"}
+    from .operators import nearest_alternative, onnx_relax_operators
+
+    known_ops = onnx_relax_operators()
     for node in model.graph.node:
         if node.op_type not in known_ops:
-            raise UnsupportedOperatorError(node.op_type, node.name or node.output[0], "ONNX")
+            raise UnsupportedOperatorError(node.op_type, node.name or node.output[0], "ONNX",
+                                           nearest_alternative(node.op_type, "ONNX", known_ops))
 
     notes: List[str] = []
     initializers = {init.name for init in model.graph.initializer}
@@ -165,14 +167,16 @@ def _load_tflite(path: Path, data: bytes) -> ImportedModel:
 
     from tvm.relax.frontend.tflite import tflite_frontend
 
+    from .operators import nearest_alternative, tflite_int8_operators, tflite_relax_operators
+
     converter_class = _workaround_converter_class(tflite_frontend)
-    # convert_map is built per instance: a throwaway converter lists the supported operators.
-    supported = set(converter_class(model, subgraph, tflite_frontend.ExprTable(), None).convert_map)
+    supported = tflite_relax_operators()
     for index, op_name in enumerate(op_names):
         op = subgraph.Operators(index)
         node_name = _tflite_op_output_name(subgraph, op)
         if op_name not in supported:
-            raise UnsupportedOperatorError(op_name, node_name, "TFLite")
+            raise UnsupportedOperatorError(op_name, node_name, "TFLite", nearest_alternative(
+                op_name, "TFLite", sorted(set(supported) | set(tflite_int8_operators()))))
         if _is_hybrid_op(model, subgraph, op):
             raise CompileError(
                 f"'{path.name}' is a hybrid (dynamic-range quantized) TFLite model: operator {op_name} "
