@@ -306,16 +306,44 @@ _CONVERTERS: Dict[str, Callable] = {
 _ALIASES = ("RESHAPE", "SQUEEZE", "EXPAND_DIMS")
 
 
-def is_int8_model(model, subgraph) -> bool:
-    tensors = [subgraph.Tensors(int(i)) for i in list(subgraph.InputsAsNumpy()) + list(subgraph.OutputsAsNumpy())]
-    return bool(tensors) and all(t.Type() == _INT8 for t in tensors)
+def _register_more_operators() -> None:
+    from .qnn_ops import CONVERTERS
+
+    _CONVERTERS.update(CONVERTERS)
+
+
+_register_more_operators()
+_FLOAT32 = 0
+_DTYPES = {_INT8: "int8", _FLOAT32: "float32"}
+
+
+def is_int8_model(model, subgraph, op_names: Optional[List[str]] = None) -> bool:
+    """int8 inputs and outputs, or float32 ones that only a QUANTIZE reads / a DEQUANTIZE writes
+    (a converter's float interface around an int8 network)."""
+    inputs = [int(i) for i in subgraph.InputsAsNumpy()]
+    outputs = [int(i) for i in subgraph.OutputsAsNumpy()]
+    if not inputs or not outputs:
+        return False
+    boundary = {}
+    for index, name in enumerate(op_names or []):
+        op = subgraph.Operators(index)
+        for tensor in op.InputsAsNumpy():
+            boundary.setdefault(("read", int(tensor)), set()).add(name)
+        for tensor in op.OutputsAsNumpy():
+            boundary.setdefault(("write", int(tensor)), set()).add(name)
+
+    def ok(index: int, role: str, op_name: str) -> bool:
+        kind = subgraph.Tensors(index).Type()
+        return kind == _INT8 or (kind == _FLOAT32 and boundary.get((role, index)) == {op_name})
+
+    return all(ok(i, "read", "QUANTIZE") for i in inputs) and all(ok(i, "write", "DEQUANTIZE") for i in outputs)
 
 
 def lower_tflite_int8(model, subgraph, op_names: List[str], input_names, output_names,
                       prefix: str) -> Optional["_Builder"]:
     """The integer kernels of an int8 model (a _Builder: tensors, calls, PrimFuncs), or None when
     the model is not for this path."""
-    if not is_int8_model(model, subgraph):
+    if not is_int8_model(model, subgraph, op_names):
         return None
     if any(name not in _CONVERTERS and name not in _ALIASES for name in op_names):
         return None
@@ -326,8 +354,10 @@ def lower_tflite_int8(model, subgraph, op_names: List[str], input_names, output_
             op = subgraph.Operators(index)
             if name in _ALIASES:
                 builder.alias(index, op)
-            else:
-                builder.kernel(index, _CONVERTERS[name](graph, op))
+                continue
+            specs = _CONVERTERS[name](graph, op)
+            for spec in specs if isinstance(specs, list) else [specs]:
+                builder.kernel(index, spec)
     except _Unsupported:
         return None
     return builder
@@ -346,7 +376,7 @@ class _Builder(ir.PartsBuilder):
         for index, name in zip(graph.subgraph.InputsAsNumpy(), input_names):
             info = graph.tensor(int(index))
             self._storage[int(index)] = name
-            self.tensors[name] = ir.Tensor(name, info.shape, "int8", ir.INPUT)
+            self.tensors[name] = ir.Tensor(name, info.shape, _DTYPES[info.type], ir.INPUT)
 
     def _read(self, item) -> str:
         if isinstance(item, _TensorInfo):
@@ -367,7 +397,7 @@ class _Builder(ir.PartsBuilder):
             name, kind = self._outputs[info.index], ir.OUTPUT
         else:
             name, kind = self._fresh("intermediate"), ir.INTERMEDIATE
-        self.tensors[name] = ir.Tensor(name, info.shape, "int8", kind)
+        self.tensors[name] = ir.Tensor(name, info.shape, _DTYPES[info.type], kind)
         self._storage[info.index] = name
         return name
 
