@@ -115,3 +115,139 @@ def test_table_lists_the_builtins_tflite_micro_registers():
     registered = set(re.findall(rb"5micro\d+Register_([A-Z0-9_]+)Ev", library.read_bytes()))
     registered = {name.decode() for name in registered} - set(TFLITE_MICRO_CUSTOM)
     assert registered == set(TFLITE_MICRO_BUILTINS)
+
+
+# ------------------------------------------------------------------------------ int8 operators
+# One-operator models; elementwise operators get all 256 int8 values as input (exhaustive), the
+# others random tensors. Each must take the integer path and equal tflite-micro bit for bit.
+
+EVERY_INT8 = np.arange(-128, 128, dtype=np.int8).reshape(1, 256)
+INPUT_QUANTIZATIONS = [(0.05, 3), (0.1, -20), (0.02, 100), (0.3, -128)]
+
+
+def compare_with_tflite_micro(path, inputs_per_run, tmp_path, outputs: int = 1):
+    """Max |ours - tflite-micro| over every output and run (after checking the integer path)."""
+    lowered = lower_model(path, model_name=path.stem)
+    assert lowered.notes and "integer kernels" in lowered.notes[0], f"{path.name} took the Relax path"
+    ours = native_outputs(lowered, tmp_path, inputs_per_run)
+    reference = tflite_micro_outputs(path, inputs_per_run, outputs)
+    difference = 0.0
+    for o_run, r_run in zip(ours, reference):
+        for o, r in zip(o_run, r_run):
+            assert o.shape == r.shape and o.dtype == r.dtype
+            difference = max(difference, float(np.abs(o.astype(np.float64) - r.astype(np.float64)).max()))
+    return difference
+
+
+def one_op_model(path, op, inputs, outputs, options=None, constants=()):
+    """``inputs`` / ``outputs``: (shape, dtype, quantization or None); ``constants``: (data, dtype,
+    quantization or None) operands placed after the inputs."""
+    w = TFLiteWriter()
+    ins = [w.tensor(f"in{k}", shape, dtype, *(q or (None,))) for k, (shape, dtype, q) in enumerate(inputs)]
+    consts = [w.const(f"c{k}", data, dtype, **({"scale": q[0], "zero_point": q[1]} if q else {}))
+              for k, (data, dtype, q) in enumerate(constants)]
+    outs = [w.tensor(f"out{k}", shape, dtype, *(q or (None,))) for k, (shape, dtype, q) in enumerate(outputs)]
+    w.operator(op, ins + consts, outs, options)
+    return w.save(path, ins, outs)
+
+
+UNARY = {
+    "LOGISTIC": ((1 / 256, -128), None),
+    "TANH": ((1 / 128, 0), None),
+    "HARD_SWISH": ((0.03, -30), None),
+    "LEAKY_RELU": ((0.04, 5), ("LeakyReluOptions", {"Alpha": 0.2})),
+    "QUANTIZE": ((0.07, -9), None),
+}
+
+
+@pytest.mark.parametrize("op", list(UNARY))
+def test_elementwise_int8_operator_is_bit_exact_on_every_input(op, tmp_path):
+    output_q, options = UNARY[op]
+    for k, input_q in enumerate(INPUT_QUANTIZATIONS):
+        path = one_op_model(tmp_path / f"{op.lower()}{k}.tflite", op, [((1, 256), INT8, input_q)],
+                            [((1, 256), INT8, output_q)], options)
+        assert compare_with_tflite_micro(path, [[EVERY_INT8]], tmp_path) == 0, f"{op} input {input_q}"
+
+
+def test_dequantize_and_float_quantize_are_bit_exact(tmp_path):
+    path = one_op_model(tmp_path / "dequantize.tflite", "DEQUANTIZE", [((1, 256), INT8, (0.05, 3))],
+                        [((1, 256), FLOAT32, None)])
+    assert compare_with_tflite_micro(path, [[EVERY_INT8]], tmp_path) == 0
+    path = one_op_model(tmp_path / "quantize.tflite", "QUANTIZE", [((1, 256), FLOAT32, None)],
+                        [((1, 256), INT8, (0.05, 3))])
+    # Values across the int8 range and beyond, and exact halves of the step (rounding).
+    x = np.concatenate([np.linspace(-8, 8, 128), (np.arange(-64, 64) + 0.5) * 0.05]).astype(np.float32)
+    assert compare_with_tflite_micro(path, [[x.reshape(1, 256)]], tmp_path) == 0
+
+
+Q = (0.05, 3)
+SHAPE = (1, 4, 5, 3)
+DATA_MOVEMENT = {
+    "PAD": ([(SHAPE, INT8, Q)], [((1, 7, 7, 4), INT8, Q)], None,
+            [([[0, 0], [1, 2], [2, 0], [0, 1]], INT32, None)]),
+    "PADV2": ([(SHAPE, INT8, Q)], [((1, 7, 7, 4), INT8, Q)], None,
+              [([[0, 0], [1, 2], [2, 0], [0, 1]], INT32, None), ([-7], INT8, Q)]),
+    "TRANSPOSE": ([(SHAPE, INT8, Q)], [((1, 3, 4, 5), INT8, Q)], None, [([0, 3, 1, 2], INT32, None)]),
+    "CONCATENATION": ([(SHAPE, INT8, Q), ((1, 4, 5, 2), INT8, Q)], [((1, 4, 5, 5), INT8, Q)],
+                      ("ConcatenationOptions", {"Axis": -1}), []),
+    "STRIDED_SLICE": ([(SHAPE, INT8, Q)], [((1, 2, 2, 3), INT8, Q)], ("StridedSliceOptions", {}),
+                      [([0, 1, -1, 0], INT32, None), ([1, 4, 0, 3], INT32, None), ([1, 2, -2, 1], INT32, None)]),
+    "SLICE": ([(SHAPE, INT8, Q)], [((1, 2, 3, 2), INT8, Q)], None,
+              [([0, 1, 2, 1], INT32, None), ([1, 2, -1, 2], INT32, None)]),
+    "SPLIT_V": ([(SHAPE, INT8, Q)], [((1, 4, 2, 3), INT8, Q), ((1, 4, 3, 3), INT8, Q)], ("SplitVOptions", {"NumSplits": 2}),
+                [([2, 3], INT32, None), ([2], INT32, None)]),
+    "PRELU": ([(SHAPE, INT8, Q)], [(SHAPE, INT8, (0.03, -10))], None,
+              [([[[-50, 20, 100]]], INT8, (0.004, -2))]),
+    "MEAN": ([((1, 7, 7, 3), INT8, Q)], [((1, 1, 1, 3), INT8, (0.02, -7))], ("ReducerOptions", {"KeepDims": True}),
+             [([1, 2], INT32, None)]),
+}
+
+
+@pytest.mark.parametrize("op", list(DATA_MOVEMENT))
+def test_int8_operator_is_bit_exact(op, tmp_path):
+    inputs, outputs, options, constants = DATA_MOVEMENT[op]
+    path = one_op_model(tmp_path / f"{op.lower()}.tflite", op, inputs, outputs, options, constants)
+    rng = np.random.default_rng(1)
+    runs = [[random_int8(rng, shape) for shape, _, _ in inputs] for _ in range(3)]
+    assert compare_with_tflite_micro(path, runs, tmp_path, len(outputs)) == 0
+
+
+def test_split_and_shrinking_strided_slice(tmp_path):
+    """SPLIT (axis operand first, one kernel per output) and a strided slice with begin/end masks
+    and a shrunk axis, in one model with two outputs."""
+    w = TFLiteWriter()
+    x = w.tensor("x", [1, 4, 6, 3], INT8, *Q)
+    axis = w.const("axis", [2])
+    left, right = w.tensor("left", [1, 4, 3, 3], INT8, *Q), w.tensor("right", [1, 4, 3, 3], INT8, *Q)
+    w.operator("SPLIT", [axis, x], [left, right], ("SplitOptions", {"NumSplits": 2}))
+    begin, end, strides = w.const("b", [0, 1, 0, 1]), w.const("e", [1, 3, 3, 2]), w.const("s", [1, 1, 1, 1])
+    row = w.tensor("row", [1, 2, 3], INT8, *Q)
+    w.operator("STRIDED_SLICE", [right, begin, end, strides], [row],
+               ("StridedSliceOptions", {"BeginMask": 4, "EndMask": 4, "ShrinkAxisMask": 8}))
+    path = w.save(tmp_path / "split.tflite", [x], [left, row])
+    rng = np.random.default_rng(2)
+    runs = [[random_int8(rng, (1, 4, 6, 3))] for _ in range(3)]
+    assert compare_with_tflite_micro(path, runs, tmp_path, 2) == 0
+
+
+def test_float_interface_around_an_int8_network(tmp_path):
+    """float32 in -> QUANTIZE -> PAD -> HARD_SWISH -> MEAN -> LOGISTIC -> DEQUANTIZE -> float32 out,
+    with unnamed tensors: the converter's usual float interface takes the integer path too."""
+    w = TFLiteWriter(names=False)
+    x = w.tensor("x", [1, 6, 6, 4], FLOAT32)
+    q = w.tensor("q", [1, 6, 6, 4], INT8, 0.02, -4)
+    padded = w.tensor("p", [1, 8, 8, 4], INT8, 0.02, -4)
+    swished = w.tensor("h", [1, 8, 8, 4], INT8, 0.015, -60)
+    mean = w.tensor("m", [1, 1, 1, 4], INT8, 0.01, -20)
+    sig = w.tensor("s", [1, 1, 1, 4], INT8, 1 / 256, -128)
+    y = w.tensor("y", [1, 1, 1, 4], FLOAT32)
+    w.operator("QUANTIZE", [x], [q])
+    w.operator("PAD", [q, w.const("pads", [[0, 0], [1, 1], [1, 1], [0, 0]])], [padded])
+    w.operator("HARD_SWISH", [padded], [swished])
+    w.operator("MEAN", [swished, w.const("axes", [1, 2])], [mean], ("ReducerOptions", {"KeepDims": True}))
+    w.operator("LOGISTIC", [mean], [sig])
+    w.operator("DEQUANTIZE", [sig], [y])
+    path = w.save(tmp_path / "float_io.tflite", [x], [y])
+    rng = np.random.default_rng(4)
+    runs = [[rng.uniform(-3, 3, (1, 6, 6, 4)).astype(np.float32)] for _ in range(4)]
+    assert compare_with_tflite_micro(path, runs, tmp_path) == 0

@@ -98,15 +98,42 @@ def nearest_alternative(op_type: str, model_format: str, supported: Sequence[str
     return "none close: replace it with supported operators"
 
 
-def _status(op: str, relax: set, int8: set, aliases: set) -> str:
+# When an int8 operator takes the integer path (otherwise the model takes the Relax path).
+INT8_CONDITIONS = {
+    "ADD": "no constant operand",
+    "AVERAGE_POOL_2D": "input and output quantized alike",
+    "MAX_POOL_2D": "input and output quantized alike",
+    "CONCATENATION": "inputs and output quantized alike, as tflite-micro requires",
+    "CONV_2D": "constant symmetric weights",
+    "DEPTHWISE_CONV_2D": "constant symmetric weights",
+    "FULLY_CONNECTED": "constant symmetric weights",
+    "LOGISTIC": "output scale 1/256, zero point -128",
+    "TANH": "output scale 1/128, zero point 0",
+    "MEAN": "over height and width of a 4-D tensor",
+    "PRELU": "constant alpha",
+    "QUANTIZE": "float32 or int8 input",
+    "DEQUANTIZE": "int8 input, float32 output",
+    "SOFTMAX": "output scale 1/256, zero point -128",
+    "STRIDED_SLICE": "no ellipsis or new-axis mask",
+}
+
+
+def _int8_status(op: str, relax: set, int8: set, aliases: set) -> str:
     if op in aliases:
-        return "bit-exact (int8 alias, no kernel)"
+        return "bit-exact (alias, no kernel)"
     if op in int8:
-        return "bit-exact (int8 integer kernel)"
+        condition = INT8_CONDITIONS.get(op)
+        return f"bit-exact ({condition})" if condition else "bit-exact"
     if op in REFUSED_BY_FRONTEND:
         return f"refused: {REFUSED_BY_FRONTEND[op]}"
     if op in relax:
-        return "supported (Relax: float; int8 as float requantization)"
+        return "supported, float requantization"
+    return f"refused (nearest: {nearest_alternative(op, 'TFLite', sorted(relax | int8))})"
+
+
+def _float_status(op: str, relax: set, int8: set) -> str:
+    if op in relax:
+        return "supported"
     return f"refused (nearest: {nearest_alternative(op, 'TFLite', sorted(relax | int8))})"
 
 
@@ -124,18 +151,23 @@ def render_markdown() -> str:
         "",
         "## TFLite: every builtin tflite-micro registers",
         "",
-        "- **bit-exact**: a fully-int8 model whose operators all have this status takes the integer",
-        "  path (docs/int8-kernels.md); its outputs equal tflite-micro's reference kernels bit for bit.",
-        "- **supported (Relax)**: TVM's frontend imports it; float models match tflite-micro within",
-        "  1e-4 of the output range; an int8 model with such an operator runs every operator as",
-        "  dequantize -> float op -> quantize (within a few LSB of tflite-micro, not bit-exact).",
+        "- **bit-exact** (int8): the operator has an integer kernel (docs/int8-kernels.md). A model whose",
+        "  inputs and outputs are int8 (or float32 behind a QUANTIZE / DEQUANTIZE) and whose operators",
+        "  are all bit-exact takes the integer path: its outputs equal tflite-micro's reference kernels",
+        "  bit for bit (tests/test_tflite_coverage.py, tests/test_compile_accuracy.py).",
+        "- **supported, float requantization** (int8): TVM's frontend imports it; a model with such an",
+        "  operator runs every operator as dequantize -> float op -> quantize (LiteRT's arithmetic:",
+        "  within a few LSB of tflite-micro, not bit-exact). A model is never split between the paths.",
+        "- **supported** (float32): TVM's frontend imports it (float fixtures match tflite-micro within",
+        "  1e-4 of the output range).",
         "- **refused**: compiling stops with one line naming the operator, the node and the nearest",
-        "  supported alternative.",
+        "  supported alternative. int16 activations are not on the integer path yet.",
         "",
-        "| operator | status |",
-        "|---|---|",
+        "| operator | int8 | float32 |",
+        "|---|---|---|",
     ]
-    lines += [f"| {op} | {_status(op, relax, int8, aliases)} |" for op in TFLITE_MICRO_BUILTINS]
+    lines += [f"| {op} | {_int8_status(op, relax, int8, aliases)} | {_float_status(op, relax, int8)} |"
+              for op in TFLITE_MICRO_BUILTINS]
     extra = sorted(int8 - set(TFLITE_MICRO_BUILTINS))
     if extra:
         lines += ["", "Also bit-exact (not registered by tflite-micro): " + ", ".join(extra) + "."]
