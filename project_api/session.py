@@ -158,6 +158,10 @@ class Session:
     def run(self) -> None:
         self.commands.run(timeout_sec=self._run_timeout())
 
+    def reset_state(self) -> None:
+        """Start afresh: zero the state a stateful model (SVDF) carries from run to run."""
+        self.commands.reset_state()
+
     def get_output(self, key: Union[int, str]) -> np.ndarray:
         index = self._find(self.get_info().outputs, key, "output")
         tensor = self._info.outputs[index]

@@ -251,3 +251,43 @@ def test_float_interface_around_an_int8_network(tmp_path):
     rng = np.random.default_rng(4)
     runs = [[rng.uniform(-3, 3, (1, 6, 6, 4)).astype(np.float32)] for _ in range(4)]
     assert compare_with_tflite_micro(path, runs, tmp_path) == 0
+
+
+# ------------------------------------------------------------------------------ SVDF (state kept across runs)
+
+def svdf_model(path, batches=1, inputs=12, filters=8, memory=5, rank=2, seed=0):
+    """int8 SVDF as in tflite-micro's keyword examples: int8 input and feature weights, int16 time
+    weights and int16 state (a variable tensor), int32 bias at state scale x time scale."""
+    rng = np.random.default_rng(seed)
+    state_scale, time_scale = 0.002, 0.0005
+    w = TFLiteWriter()
+    x = w.tensor("x", [batches, inputs], INT8, 0.05, 3)
+    feature = w.const("feature", rng.integers(-127, 128, (filters, inputs)), INT8, scale=0.01, zero_point=0)
+    time = w.const("time", rng.integers(-2000, 2000, (filters, memory)), INT16, scale=time_scale, zero_point=0)
+    bias = w.const("bias", rng.integers(-500, 500, (filters // rank,)), INT32, scale=state_scale * time_scale, zero_point=0)
+    state = w.tensor("state", [batches, filters * memory], INT16, state_scale, 0, variable=True)
+    y = w.tensor("y", [batches, filters // rank], INT8, 0.03, -5)
+    w.operator("SVDF", [x, feature, time, bias, state], [y], ("SVDFOptions", {"Rank": rank}))
+    return w.save(path, [x], [y])
+
+
+@pytest.mark.parametrize("shape", [dict(), dict(rank=1), dict(batches=2, memory=3)])
+def test_svdf_is_bit_exact_over_successive_runs(shape, tmp_path):
+    """Eight invocations in one process: the state carries each run's history into the next."""
+    path = svdf_model(tmp_path / "svdf.tflite", **shape)
+    rng = np.random.default_rng(6)
+    runs = [[random_int8(rng, (shape.get("batches", 1), 12))] for _ in range(8)]
+    assert compare_with_tflite_micro(path, runs, tmp_path) == 0
+
+
+def test_svdf_state_lives_outside_the_arena_with_a_reset(tmp_path):
+    from project_api.compiler.mlf import read_metadata
+    from project_api.compiler.runtime_gen import generate_runtime
+
+    lowered = lower_model(svdf_model(tmp_path / "svdf.tflite"), model_name="kws")
+    runtime = generate_runtime(lowered)
+    assert "#define TVMGEN_KWS_STATE_SIZE 80" in runtime.header
+    assert "void tvmgen_kws_reset(void);" in runtime.header
+    assert all(p.kind != "state" for p in runtime.plan.placements)
+    ours = read_metadata(export_mlf(lowered, tmp_path / "kws.tar"))["ours"]
+    assert ours["reset_function"] == "tvmgen_kws_reset" and ours["memory"]["state_bytes"] == 80

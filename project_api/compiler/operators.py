@@ -115,6 +115,7 @@ INT8_CONDITIONS = {
     "DEQUANTIZE": "int8 input, float32 output",
     "SOFTMAX": "output scale 1/256, zero point -128",
     "STRIDED_SLICE": "no ellipsis or new-axis mask",
+    "SVDF": "int16 state and time weights; state kept across runs, reset by tvmgen_<c>_reset",
 }
 
 

@@ -35,6 +35,7 @@ class _TensorInfo:
     scales: np.ndarray
     zero_points: np.ndarray
     data: Optional[np.ndarray]  # constants only
+    variable: bool = False  # a state that persists across invocations (SVDF's activation state)
 
     @property
     def scale(self) -> float:
@@ -68,11 +69,12 @@ class _Graph:
         buffer = self.model.Buffers(tensor.Buffer())
         data = None
         if buffer is not None and buffer.DataLength():
-            dtype = {_INT8: np.int8, _INT32: np.int32}.get(tensor.Type(), np.uint8)
+            dtype = {_INT8: np.int8, _INT32: np.int32, 7: np.int16, 0: np.float32}.get(tensor.Type(), np.uint8)
             data = buffer.DataAsNumpy().view(dtype).reshape(tuple(int(d) for d in tensor.ShapeAsNumpy()))
         shape = tuple(int(d) for d in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
         return _TensorInfo(index, tflite_tensor_name(self.subgraph, index), shape, tensor.Type(),
-                           np.asarray(scales, np.float32), np.asarray(zeros, np.int64), data)
+                           np.asarray(scales, np.float32), np.asarray(zeros, np.int64), data,
+                           bool(tensor.IsVariable()))
 
 
 def _activation_range(activation: int, output: _TensorInfo) -> Tuple[int, int]:
@@ -314,7 +316,8 @@ def _register_more_operators() -> None:
 
 _register_more_operators()
 _FLOAT32 = 0
-_DTYPES = {_INT8: "int8", _FLOAT32: "float32"}
+_INT16 = 7
+_DTYPES = {_INT8: "int8", _INT16: "int16", _FLOAT32: "float32"}
 
 
 def is_int8_model(model, subgraph, op_names: Optional[List[str]] = None) -> bool:
@@ -380,6 +383,10 @@ class _Builder(ir.PartsBuilder):
 
     def _read(self, item) -> str:
         if isinstance(item, _TensorInfo):
+            if item.index not in self._storage and item.variable and item.data is None:
+                name = self._fresh("state")
+                self.tensors[name] = ir.Tensor(name, item.shape, _DTYPES[item.type], ir.STATE)
+                self._storage[item.index] = name
             if item.index not in self._storage:
                 if item.data is None:
                     raise CompileError(f"internal error: tensor '{item.name}' is read before it is written")
@@ -406,7 +413,8 @@ class _Builder(ir.PartsBuilder):
         args = [self._read(item) for item in spec.reads]
         out = self._write(spec.output)
         self.funcs[symbol] = spec.func
-        self.calls.append(ir.KernelCall(symbol, args + [out], [out]))
+        states = [a for a in args if self.tensors[a].kind == ir.STATE]  # read, then updated in place
+        self.calls.append(ir.KernelCall(symbol, args + [out], [out] + states))
 
     def alias(self, op_index: int, op) -> None:
         from . import qnn_kernels as K

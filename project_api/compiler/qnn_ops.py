@@ -575,3 +575,73 @@ CONVERTERS = {
     "PRELU": _prelu,
     "MEAN": _mean,
 }
+
+
+# ---------------------------------------------------------------------------------- SVDF
+
+def svdf_kernel(batches: int, inputs: int, filters: int, memory: int, rank: int, time_dtype: str,
+                input_zero_point: int, output_zero_point: int, feature: Tuple[int, int],
+                time: Tuple[int, int]):
+    """tflite-micro's integer SVDF. The int16 state [batch, filters x memory] (each filter's last
+    ``memory`` activations) persists across invocations: shifted one place left, the newest
+    feature activations (requantized, saturated to int16) written at each filter's end, then the
+    time weights' dot product per filter, summed over ``rank`` filters per unit with the bias,
+    requantized to the int8 output."""
+    from .qnn_kernels import _parse
+
+    units = filters // rank
+    size = batches * filters * memory
+
+    def requant(acc: str, pair: Tuple[int, int]) -> str:
+        multiplier, shift = pair
+        return (f'T.call_extern("int32", "mtp_requantize", {acc}, {multiplier}, {max(shift, 0)}, '
+                f'{max(-shift, 0)})')
+
+    source = f'''@T.prim_func
+def svdf(input: T.Buffer(({batches * inputs},), "int8"), weights_feature: T.Buffer(({filters * inputs},), "int8"),
+         weights_time: T.Buffer(({filters * memory},), "{time_dtype}"), bias: T.Buffer(({units},), "int32"),
+         state: T.Buffer(({size},), "int16"), output: T.Buffer(({batches * units},), "int8")):
+    acc = T.alloc_buffer((1,), "int32")
+    for k in range({size - 1}):
+        state[k] = state[k + 1]
+    for b in range({batches}):
+        for r in range({filters}):
+            acc[0] = 0
+            for c in range({inputs}):
+                acc[0] = acc[0] + T.Cast("int32", weights_feature[r * {inputs} + c]) * (T.Cast("int32", input[b * {inputs} + c]) - {input_zero_point})
+            state[b * {filters * memory} + r * {memory} + {memory - 1}] = T.Cast("int16", T.max(T.min({requant("acc[0]", feature)}, 32767), -32768))
+    for b in range({batches}):
+        for u in range({units}):
+            acc[0] = bias[u]
+            for j in range({rank}):
+                for m in range({memory}):
+                    acc[0] = acc[0] + T.Cast("int32", weights_time[(u * {rank} + j) * {memory} + m]) * T.Cast("int32", state[b * {filters * memory} + (u * {rank} + j) * {memory} + m])
+            output[b * {units} + u] = T.Cast("int8", T.max(T.min({requant("acc[0]", time)} + {output_zero_point}, 127), -128))
+'''
+    return _parse(source)
+
+
+def _svdf(graph, op):
+    import tflite
+
+    (data, weights_feature, weights_time, bias, state), (output,) = _io(graph, op)
+    qnn = _qnn()
+    qnn._check_int8(data, weights_feature, output)
+    if not state.variable or state.type != _INT16 or state.zero_point != 0:
+        raise qnn._Unsupported("SVDF whose state is not a symmetric int16 variable")
+    if weights_time.type != _INT16 or weights_feature.data is None or weights_time.data is None:
+        raise qnn._Unsupported("SVDF without constant int16 time weights (tflite-micro keeps them the state's type)")
+    rank = _qnn()._options(op, tflite.SVDFOptions).Rank()
+    batches, inputs = data.shape
+    filters, memory = weights_time.shape
+    units = filters // rank
+    bias_data = bias.data.astype(np.int32) if bias is not None and bias.data is not None else np.zeros(units, np.int32)
+    feature = fp.quantize_multiplier(float(data.scale) * float(weights_feature.scale) / float(state.scale))
+    time = fp.quantize_multiplier(float(state.scale) * float(weights_time.scale) / float(output.scale))
+    time_dtype = "int16" if weights_time.type == _INT16 else "int8"
+    func = svdf_kernel(batches, inputs, filters, memory, rank, time_dtype, data.zero_point, output.zero_point,
+                       feature, time)
+    return _spec("svdf", func, [data, weights_feature.data, weights_time.data, bias_data, state], output)
+
+
+CONVERTERS["SVDF"] = _svdf

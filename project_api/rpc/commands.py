@@ -46,6 +46,7 @@ class Command(enum.IntEnum):
     RUN = 0x04
     READ_OUTPUT = 0x05
     TIME_RUNS = 0x06
+    RESET_STATE = 0x07
 
 
 class Status(enum.IntEnum):
@@ -249,6 +250,10 @@ class CommandClient:
 
     def run(self, timeout_sec: Optional[float] = None) -> None:
         self.call(Command.RUN, timeout_sec=timeout_sec)
+
+    def reset_state(self) -> None:
+        """Zero the model's state kept across runs (SVDF); a no-op for a stateless model."""
+        self.call(Command.RESET_STATE)
 
     def time_runs(self, number: int, timeout_sec: Optional[float] = None) -> TimedRuns:
         data = self.call(Command.TIME_RUNS, struct.pack("<I", number), timeout_sec=timeout_sec)

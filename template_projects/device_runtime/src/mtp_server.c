@@ -137,6 +137,11 @@ static uint8_t do_run(uint8_t **out) {
   return code == 0 ? MTP_STATUS_OK : model_failed(code, out);
 }
 
+static uint8_t do_reset_state(void) {
+  if (mtp_model.reset) mtp_model.reset();
+  return MTP_STATUS_OK;
+}
+
 static uint8_t do_read_output(const uint8_t *args, uint32_t argn, uint8_t **out) {
   const mtp_tensor_t *t;
   uint32_t offset, len;
@@ -204,6 +209,7 @@ static void handle_request(const uint8_t *body, uint32_t len) {
       case MTP_CMD_RUN: status = do_run(&out); break;
       case MTP_CMD_READ_OUTPUT: status = do_read_output(args, argn, &out); break;
       case MTP_CMD_TIME_RUNS: status = do_time_runs(args, argn, &out); break;
+      case MTP_CMD_RESET_STATE: status = do_reset_state(); break;
       default: status = MTP_STATUS_UNKNOWN_COMMAND; break;
     }
   }
