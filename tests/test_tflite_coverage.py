@@ -10,6 +10,7 @@ from tflite_writer import FLOAT32, INT8, INT16, INT32, TFLiteWriter
 from project_api.compiler.lowering import lower_model
 from project_api.compiler.mlf import export_mlf
 from project_api.compiler.native import NativeModel
+from project_helpers import needs_cc
 
 
 def tflite_micro_outputs(path, inputs_per_run, outputs: int = 1):
@@ -291,3 +292,35 @@ def test_svdf_state_lives_outside_the_arena_with_a_reset(tmp_path):
     assert all(p.kind != "state" for p in runtime.plan.placements)
     ours = read_metadata(export_mlf(lowered, tmp_path / "kws.tar"))["ours"]
     assert ours["reset_function"] == "tvmgen_kws_reset" and ours["memory"]["state_bytes"] == 80
+
+
+@needs_cc
+def test_svdf_on_the_host_board_over_rpc_with_reset(tmp_path_factory, tmp_path):
+    """A built host-board project (the device runtime over the RPC): three runs equal
+    tflite-micro's, RESET_STATE zeroes the state, and the same inputs then give the same outputs."""
+    from project_api import client
+    from project_api.rpc.transport import ProjectAPITransport
+    from project_api.session import Session
+    from rpc_test_device import host_project
+
+    path = svdf_model(tmp_path / "svdf.tflite")
+    mlf = export_mlf(lower_model(path, model_name="svdf"), tmp_path / "svdf.tar")
+    project = host_project(tmp_path_factory, "svdf", mlf)
+    rng = np.random.default_rng(8)
+    runs = [[random_int8(rng, (1, 12))] for _ in range(3)]
+    reference = tflite_micro_outputs(path, runs)
+    with client.instantiate_from_dir(project) as api, Session(ProjectAPITransport(api)) as session:
+        def infer(x):
+            session.set_input(0, x)
+            session.run()
+            return session.get_output(0)
+
+        first = [infer(run[0]) for run in runs]
+        session.reset_state()
+        again = [infer(run[0]) for run in runs]
+    for ours, theirs, after_reset in zip(first, reference, again):
+        np.testing.assert_array_equal(ours, theirs[0])
+        np.testing.assert_array_equal(after_reset, theirs[0])
+    # Without the reset, the same inputs again give other outputs: the state matters.
+    continued = tflite_micro_outputs(path, runs + runs)[len(runs):]
+    assert any(not np.array_equal(c[0], r[0]) for c, r in zip(continued, reference))
