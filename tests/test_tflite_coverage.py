@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import model_builders
-from tflite_writer import FLOAT32, INT8, INT16, INT32, TFLiteWriter
+from project_api.compiler.tflite_writer import FLOAT32, INT8, INT16, INT32, TFLiteWriter
 from project_api.compiler.lowering import lower_model
 from project_api.compiler.mlf import export_mlf
 from project_api.compiler.native import NativeModel

@@ -1,5 +1,6 @@
-"""A small TFLite flatbuffer writer for one-operator test models (not a test file), with the
-flatbuffers builder of the ``tflite`` package: no TensorFlow needed.
+"""A small TFLite flatbuffer writer, with the flatbuffers builder of the ``tflite`` package (no
+TensorFlow needed): ``onnx_qdq.py`` writes an ONNX QDQ model's integer graph with it, and the tests
+build their one-operator models with it.
 
     w = TFLiteWriter()
     x = w.tensor("x", [1, 4], INT8, scale=0.1, zero_point=3)
@@ -118,6 +119,13 @@ class TFLiteWriter:
         return self.b.EndVector()
 
     def save(self, path, inputs: Sequence[int], outputs: Sequence[int]) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(self.finish(inputs, outputs))
+        return path
+
+    def finish(self, inputs: Sequence[int], outputs: Sequence[int]) -> bytes:
+        """The model's flatbuffer (call once)."""
         b = self.b
         C = _module("OperatorCode")
         codes = []
@@ -156,7 +164,4 @@ class TFLiteWriter:
         M.ModelAddSubgraphs(b, subgraphs)
         M.ModelAddBuffers(b, buffers_vec)
         b.Finish(M.ModelEnd(b), file_identifier=b"TFL3")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(bytes(b.Output()))
-        return path
+        return bytes(b.Output())
