@@ -66,6 +66,10 @@ _ALTERNATIVES = {
 }
 
 
+# The ONNX operators of a QDQ model's integer path (onnx_qdq.py's handlers), Relu fused.
+QDQ_OPERATORS = ("Conv", "Gemm", "Relu", "MaxPool", "GlobalAveragePool", "Flatten")
+
+
 def tflite_relax_operators() -> List[str]:
     """The TFLite builtins TVM's frontend converts (its per-instance convert_map)."""
     from tvm.relax.frontend.tflite import tflite_frontend
@@ -176,9 +180,13 @@ def render_markdown() -> str:
         "",
         "## ONNX: the operators we accept",
         "",
-        "Every operator of TVM 0.27's ONNX frontend, through Relax (float kernels; QDQ int8 models as",
-        "dequantize -> float op -> quantize, within 1 LSB of onnxruntime). Any other operator is",
-        "refused with the nearest of these.",
+        "QDQ int8 models (onnxruntime's static quantization, PyTorch's QDQ export) built of",
+        f"{', '.join(QDQ_OPERATORS)} between DequantizeLinear / QuantizeLinear (int8",
+        "activations, symmetric int8 weights, int32 biases) take the integer path (project_api/compiler/",
+        "onnx_qdq.py, tests/test_onnx_qdq.py): integer kernels with fixed-point requantization, the same",
+        "outputs on host and device, within 1 LSB of onnxruntime per layer. Every other model goes",
+        "through Relax with every operator of TVM 0.27's ONNX frontend below (float kernels; a QDQ",
+        "model as dequantize -> float op -> quantize). Any other operator is refused with the nearest.",
         "",
     ]
     ops = onnx_relax_operators()
