@@ -237,19 +237,14 @@ def gather_copy(inputs: Sequence[Tuple[Tuple[int, ...], str]], output_shape, sou
     return te.create_prim_func(placeholders + [out])
 
 
-def _inside(index, low: Sequence[int], high: Sequence[int]):
-    conditions = [tirx.all(i >= lo, i < hi) for i, lo, hi in zip(index, low, high) if (lo, hi) != (0, None)]
-    return tirx.all(*conditions) if conditions else None
-
-
 def pad_kernel(shape, paddings, fill: int):
     output_shape = [d + before + after for d, (before, after) in zip(shape, paddings)]
 
     def source(inputs, index):
         data = inputs[0]
         clipped = [tirx.max(tirx.min(i - before, d - 1), 0) for i, d, (before, _) in zip(index, shape, paddings)]
-        inside = [tirx.all(i >= before, i < before + d) for i, d, (before, _) in zip(index, shape, paddings)
-                  if before or _]
+        inside = [tirx.all(i >= before, i < before + d) for i, d, (before, after) in zip(index, shape, paddings)
+                  if before or after]
         if not inside:
             return data[tuple(clipped)]
         return tirx.if_then_else(tirx.all(*inside), data[tuple(clipped)], tirx.const(fill, "int8"))
@@ -275,9 +270,9 @@ def concatenation_kernel(shapes, axis: int):
     return gather_copy([(tuple(s), "int8") for s in shapes], output_shape, source)
 
 
-def strided_kernel(shape, starts, strides, full_shape, output_shape):
+def strided_kernel(shape, starts, strides, full_shape):
     """out = in[start + i * stride per axis], computed over ``full_shape`` (one entry per input
-    axis) and reshaped to ``output_shape`` (shrunk axes removed) by the flat buffer."""
+    axis); the output tensor's own shape (shrunk axes removed) has the same elements in order."""
     def source(inputs, index):
         return inputs[0][tuple(s + i * st for i, s, st in zip(index, starts, strides))]
 
@@ -320,7 +315,7 @@ def prelu_kernel(shape, alpha_shape, input_offset: int, alpha_offset: int, outpu
     return te.create_prim_func([data, alpha, out])
 
 
-def mean_kernel(shape, axes: Sequence[int], output_shape, input_zero_point: int, output_zero_point: int,
+def mean_kernel(shape, axes: Sequence[int], input_zero_point: int, output_zero_point: int,
                 multiplier: int, shift: int):
     """tflite's reference_integer_ops::Mean: sum of (x - zp_in) over the axes, requantized, then
     divided by the element count rounding half away from zero, + zp_out, clamped."""
@@ -464,7 +459,7 @@ def _concatenation(graph, op):
 
 
 def _slice_spec(name, data, output, starts, strides, full_shape):
-    func = strided_kernel(data.shape, starts, strides, full_shape, output.shape)
+    func = strided_kernel(data.shape, starts, strides, full_shape)
     return _spec(name, func, [data], output)
 
 
@@ -477,7 +472,7 @@ def _strided_slice(graph, op):
     if options.EllipsisMask() or options.NewAxisMask():
         raise _qnn()._Unsupported("STRIDED_SLICE with ellipsis or new-axis masks")
     begins, ends, steps = _constant_ints(begin), _constant_ints(end), _constant_ints(strides)
-    offset = bool(getattr(options, "Offset", lambda: False)())
+    offset = bool(options.Offset()) if hasattr(options, "Offset") else False
     starts, full = [], []
     for axis, dim in enumerate(data.shape):
         step = steps[axis]
@@ -553,7 +548,7 @@ def _mean(graph, op):
     if len(data.shape) != 4 or axes != [1, 2]:
         raise _qnn()._Unsupported("int8 MEAN other than over the height and width of a 4-D tensor")
     multiplier, shift = fp.quantize_multiplier(float(data.scale) / float(output.scale))
-    func = mean_kernel(data.shape, axes, output.shape, data.zero_point, output.zero_point, multiplier, shift)
+    func = mean_kernel(data.shape, axes, data.zero_point, output.zero_point, multiplier, shift)
     return _spec("mean", func, [data], output)
 
 
