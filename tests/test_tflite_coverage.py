@@ -83,6 +83,17 @@ def test_unsupported_tflite_operator_is_refused_naming_op_node_and_alternative(t
     assert "nearest supported: STRIDED_SLICE" in message
 
 
+def test_int8_operator_neither_path_takes_is_refused(tmp_path):
+    """int8 ELU: no integer kernel, and TVM's frontend does not import it quantized."""
+    from project_api.compiler.errors import UnsupportedOperatorError
+
+    path = one_op_model(tmp_path / "elu.tflite", "ELU", [((1, 8), INT8, (0.05, 3))], [((1, 8), INT8, (0.05, 3))])
+    with pytest.raises(UnsupportedOperatorError) as err:
+        lower_model(path)
+    message = _one_line(err)
+    assert "ELU" in message and "(int8)" in message and "'out0'" in message and "nearest supported: LEAKY_RELU" in message
+
+
 @pytest.mark.parametrize("op_type, alternative", [("Celu", "Elu"), ("Det", "no equivalent")])
 def test_unsupported_onnx_operator_names_the_nearest_alternative(op_type, alternative, tmp_path):
     from project_api.compiler.errors import UnsupportedOperatorError

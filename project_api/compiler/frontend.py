@@ -167,16 +167,22 @@ def _load_tflite(path: Path, data: bytes) -> ImportedModel:
 
     from tvm.relax.frontend.tflite import tflite_frontend
 
-    from .operators import nearest_alternative, tflite_int8_operators, tflite_relax_operators
+    from .operators import (nearest_alternative, tflite_int8_operators, tflite_relax_int8_operators,
+                            tflite_relax_operators)
 
     converter_class = _workaround_converter_class(tflite_frontend)
     supported = tflite_relax_operators()
+    supported_int8 = tflite_relax_int8_operators()
     for index, op_name in enumerate(op_names):
         op = subgraph.Operators(index)
         node_name = _tflite_op_output_name(subgraph, op)
         if op_name not in supported:
             raise UnsupportedOperatorError(op_name, node_name, "TFLite", nearest_alternative(
                 op_name, "TFLite", sorted(set(supported) | set(tflite_int8_operators()))))
+        if op_name not in supported_int8 and _is_quantized_op(subgraph, op):
+            # Neither the integer path (the model did not take it) nor TVM takes it quantized.
+            raise UnsupportedOperatorError(op_name, node_name, "TFLite (int8)", nearest_alternative(
+                op_name, "TFLite", sorted(set(supported_int8) | set(tflite_int8_operators()))))
         if _is_hybrid_op(model, subgraph, op):
             raise CompileError(
                 f"'{path.name}' is a hybrid (dynamic-range quantized) TFLite model: operator {op_name} "
@@ -212,6 +218,17 @@ def _tflite_op_name(model, op) -> str:
 def _tflite_op_output_name(subgraph, op) -> str:
     outputs = [int(i) for i in op.OutputsAsNumpy() if i >= 0]
     return tflite_tensor_name(subgraph, outputs[0]) if outputs else "?"
+
+
+def _is_quantized_op(subgraph, op) -> bool:
+    """Any input or output carries quantization parameters."""
+    for tensor_index in list(op.InputsAsNumpy()) + list(op.OutputsAsNumpy()):
+        if tensor_index < 0:
+            continue
+        quant = subgraph.Tensors(int(tensor_index)).Quantization()
+        if quant is not None and quant.ScaleLength():
+            return True
+    return False
 
 
 def _is_hybrid_op(model, subgraph, op) -> bool:

@@ -53,6 +53,12 @@ _ALTERNATIVES = {
         "LOG_SOFTMAX": "SOFTMAX",
         "RESIZE_BILINEAR": "RESIZE_NEAREST_NEIGHBOR",
         "TRANSPOSE_CONV": "CONV_2D",
+        "GATHER": "STRIDED_SLICE (constant indices)",
+        "GATHER_ND": "STRIDED_SLICE (constant indices)",
+        "SQUARE": "MUL",
+        "SELECT_V2": "MAXIMUM / MINIMUM",
+        "ELU": "LEAKY_RELU",
+        "ADD_N": "ADD",
     },
     "ONNX": {
         "QLinearConv": "Conv between DequantizeLinear/QuantizeLinear (QDQ form)",
@@ -78,6 +84,13 @@ def tflite_relax_operators() -> List[str]:
     return sorted(set(converter.convert_map) - set(REFUSED_BY_FRONTEND))
 
 
+def tflite_relax_int8_operators() -> List[str]:
+    """The TFLite builtins TVM's frontend imports with quantized tensors (as float requantization)."""
+    from tvm.relax.frontend.tflite import tflite_frontend
+
+    return sorted(set(tflite_relax_operators()) & set(tflite_frontend.OperatorConverter._SUPPORTED_QUANTIZED_OPS))
+
+
 def onnx_relax_operators() -> List[str]:
     from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
@@ -96,10 +109,10 @@ def nearest_alternative(op_type: str, model_format: str, supported: Sequence[str
     curated = _ALTERNATIVES.get(model_format, {}).get(op_type)
     if curated is not None:
         return curated
-    close = difflib.get_close_matches(op_type.upper(), [s.upper() for s in supported], n=1, cutoff=0.6)
+    close = difflib.get_close_matches(op_type.upper(), [s.upper() for s in supported], n=1, cutoff=0.75)
     if close:
         return next(s for s in supported if s.upper() == close[0])
-    return "none close: replace it with supported operators"
+    return "no close equivalent"
 
 
 # When an int8 operator takes the integer path (otherwise the model takes the Relax path).
@@ -123,7 +136,7 @@ INT8_CONDITIONS = {
 }
 
 
-def _int8_status(op: str, relax: set, int8: set, aliases: set) -> str:
+def _int8_status(op: str, relax_int8: set, int8: set, aliases: set) -> str:
     if op in aliases:
         return "bit-exact (alias, no kernel)"
     if op in int8:
@@ -131,9 +144,9 @@ def _int8_status(op: str, relax: set, int8: set, aliases: set) -> str:
         return f"bit-exact ({condition})" if condition else "bit-exact"
     if op in REFUSED_BY_FRONTEND:
         return f"refused: {REFUSED_BY_FRONTEND[op]}"
-    if op in relax:
+    if op in relax_int8:
         return "supported, float requantization"
-    return f"refused (nearest: {nearest_alternative(op, 'TFLite', sorted(relax | int8))})"
+    return f"refused (nearest: {nearest_alternative(op, 'TFLite', sorted(relax_int8 | int8))})"
 
 
 def _float_status(op: str, relax: set, int8: set) -> str:
@@ -146,6 +159,7 @@ def render_markdown() -> str:
     from . import qnn
 
     relax = set(tflite_relax_operators())
+    relax_int8 = set(tflite_relax_int8_operators())
     int8 = set(tflite_int8_operators())
     aliases = set(qnn._ALIASES)
     lines = [
@@ -171,7 +185,7 @@ def render_markdown() -> str:
         "| operator | int8 | float32 |",
         "|---|---|---|",
     ]
-    lines += [f"| {op} | {_int8_status(op, relax, int8, aliases)} | {_float_status(op, relax, int8)} |"
+    lines += [f"| {op} | {_int8_status(op, relax_int8, int8, aliases)} | {_float_status(op, relax, int8)} |"
               for op in TFLITE_MICRO_BUILTINS]
     extra = sorted(int8 - set(TFLITE_MICRO_BUILTINS))
     if extra:
