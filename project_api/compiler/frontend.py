@@ -179,16 +179,16 @@ def _load_tflite(path: Path, data: bytes) -> ImportedModel:
         if op_name not in supported:
             raise UnsupportedOperatorError(op_name, node_name, "TFLite", nearest_alternative(
                 op_name, "TFLite", sorted(set(supported) | set(tflite_int8_operators()))))
-        if op_name not in supported_int8 and _is_quantized_op(subgraph, op):
-            # Neither the integer path (the model did not take it) nor TVM takes it quantized.
-            raise UnsupportedOperatorError(op_name, node_name, "TFLite (int8)", nearest_alternative(
-                op_name, "TFLite", sorted(set(supported_int8) | set(tflite_int8_operators()))))
         if _is_hybrid_op(model, subgraph, op):
             raise CompileError(
                 f"'{path.name}' is a hybrid (dynamic-range quantized) TFLite model: operator {op_name} "
                 f"(node '{node_name}') has float activations and int8 weights; convert it with "
                 f"full-integer quantization (int8 inputs and activations) or keep it float"
             )
+        if op_name not in supported_int8 and _is_quantized_op(subgraph, op):
+            # Neither the integer path (the model did not take it) nor TVM takes it quantized.
+            raise UnsupportedOperatorError(op_name, node_name, "TFLite (int8)", nearest_alternative(
+                op_name, "TFLite", sorted(set(supported_int8) | set(tflite_int8_operators()))))
 
     notes: List[str] = []
     converter_class.notes = notes
