@@ -301,8 +301,12 @@ def test_svdf_state_lives_outside_the_arena_with_a_reset(tmp_path):
     assert "#define TVMGEN_KWS_STATE_SIZE 80" in runtime.header
     assert "void tvmgen_kws_reset(void);" in runtime.header
     assert all(p.kind != "state" for p in runtime.plan.placements)
-    ours = read_metadata(export_mlf(lowered, tmp_path / "kws.tar"))["ours"]
+    mlf = export_mlf(lowered, tmp_path / "kws.tar")
+    ours = read_metadata(mlf)["ours"]
     assert ours["reset_function"] == "tvmgen_kws_reset" and ours["memory"]["state_bytes"] == 80
+    from project_api import project_gen
+
+    assert "run_model, tvmgen_kws_reset," in project_gen.model_glue_source(project_gen.read_mlf(mlf))
 
 
 @needs_cc
