@@ -216,6 +216,14 @@ def lookup(count: int, table_dtype: str):
     return te.create_prim_func([data, table, out])
 
 
+def dequantize_int8(count: int, scale: float, zero_point: int):
+    """tflite's Dequantize: float(x - zero point) * scale in float32 (no table: 1 KiB of flash)."""
+    data = te.placeholder((count,), "int8", name="input")
+    out = te.compute((count,), lambda i: (data[i].astype(I32) - _i32(zero_point)).astype("float32")
+                     * tirx.const(np.float32(scale), "float32"), name="output")
+    return te.create_prim_func([data, out])
+
+
 def quantize_float(count: int, scale: float, zero_point: int):
     """tflite AffineQuantize: round(x / scale) half away from zero (roundf), + zero point, clamped."""
     data = te.placeholder((count,), "float32", name="input")
@@ -409,8 +417,7 @@ def _dequantize(graph, op):
     (data,), (output,) = _io(graph, op)
     if data.type != _INT8 or output.type != _FLOAT32:
         raise _qnn()._Unsupported("DEQUANTIZE other than int8 -> float32")
-    table = (np.arange(-128, 128, dtype=np.int32) - data.zero_point).astype(np.float32) * np.float32(data.scale)
-    return _spec("dequantize", lookup(_count(data), "float32"), [data, table.astype(np.float32)], output)
+    return _spec("dequantize", dequantize_int8(_count(data), data.scale, data.zero_point), [data], output)
 
 
 def _constant_ints(tensor) -> List[int]:
