@@ -28,6 +28,8 @@ Target: ours at or below tflite-micro + CMSIS-NN on every model.
 made twice, minus the image as generated (every call writes only its output, so a repeated call
 does the same work again).
 
+Then the ONNX QDQ CNN (tests/model_builders.py) before and after the integer path, on each board.
+
     python bench/speed.py [--boards mps2_an386,mps2_an385] [--no-naive] [--no-previous] [--previous REV]
                           [--no-float] [--per-kernel] [MODEL_STEM ...]
 """
@@ -261,6 +263,7 @@ def main(argv=None) -> int:
                               f"{cost / patched_macs:>6.2f}   {cost / ours:.2f}x the unpatched build", flush=True)
                 if args.per_kernel:
                     print_per_kernel(lowered, ours, board_name, Path(tmp) / stem / f"{board_name}-calls")
+        measure_onnx_qdq_cnn(board_names, Path(tmp) / "onnx_qdq_cnn")
         if not args.no_float:
             print_float(Path(tmp) / "float")
     print("* quoted from issue 8 (VWW: issue 15) (QEMU mps2-an386, tflite-micro built with arm-none-eabi-gcc); "
@@ -284,6 +287,27 @@ def print_float(work: Path) -> None:
         ours = instructions_per_inference(lower_model(path, mcpu=cpu), FLOAT_BOARD, work / path.stem)
         print(f"{label:<48} {FLOAT_BOARD:<11} {macs:>11,} {ours:>12,} {ours / max(macs, 1):>6.2f}  "
               "not measured: cannot be built here (no tflite-micro sources), no published figure", flush=True)
+
+
+def measure_onnx_qdq_cnn(board_names, work: Path) -> None:
+    """The QDQ int8 CNN of tests/model_builders.py (onnxruntime-style static quantization) on each
+    board: before (TVM's dequantize -> float op -> quantize; soft-float on the M3) and after (the
+    integer kernels through project_api/compiler/onnx_qdq.py)."""
+    from project_api import boards
+    from project_api.compiler.lowering import lower_model
+
+    sys.path.insert(0, str(REPO / "tests"))
+    import model_builders
+
+    path = model_builders.build_small_cnn_qdq(work / "small_cnn_qdq.onnx")
+    print(f"\nONNX QDQ CNN ({path.name}), instructions per inference:")
+    print(f"{'board':<11} {'before (float requant)':>24} {'after (integer)':>16} {'speed-up':>9}")
+    for board_name in board_names:
+        cpu = boards.get_board(board_name, "cortex_m").cpu
+        before = instructions_per_inference(lower_model(path, mcpu=cpu, integer_kernels=False), board_name,
+                                            work / board_name / "before")
+        after = instructions_per_inference(lower_model(path, mcpu=cpu), board_name, work / board_name / "after")
+        print(f"{board_name:<11} {before:>24,} {after:>16,} {before / after:>8.1f}x", flush=True)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ class ModelInfo:
     workspace_size_bytes: int
     constants_size_bytes: int
     io_size_bytes: int
+    has_reset: bool = False  # the MLF's runtime defines tvmgen_<c>_reset (ours do; legacy ones do not)
 
     @property
     def c_name(self) -> str:
@@ -104,6 +105,7 @@ def model_info(metadata: dict, where: str = "MLF") -> ModelInfo:
             workspace_size_bytes=int(metadata.get("workspace_size_bytes") or 0),
             constants_size_bytes=int(metadata.get("constants_size_bytes") or 0),
             io_size_bytes=int(metadata.get("io_size_bytes") or 0),
+            has_reset=bool((metadata.get("ours") or {}).get("reset_function")),
         )
     except (KeyError, TypeError, ValueError) as err:
         raise ProjectGenerationError(f"{where}: malformed tensor description in the metadata ({err})") from err
@@ -288,7 +290,7 @@ def model_glue_source(model: ModelInfo) -> str:
         "",
         "const mtp_model_t mtp_model = {",
         f"  {_c_string(model.name)}, {len(model.inputs)}, {len(model.outputs)}, {inputs}, {outputs},",
-        f"  {model.workspace_size_bytes}u, run_model,",
+        f"  {model.workspace_size_bytes}u, run_model, {f'tvmgen_{mod}_reset' if model.has_reset else '0'},",
         "};",
         "",
         "#ifdef TVMGEN_PROFILE",

@@ -175,6 +175,10 @@ class Session:
         self.commands.run(timeout_sec=timeout, expected_sec=expected)
         self._learn_run_time(1, time.monotonic() - started)
 
+    def reset_state(self) -> None:
+        """Start afresh: zero the state a stateful model (SVDF) carries from run to run."""
+        self.commands.reset_state()
+
     def get_output(self, key: Union[int, str]) -> np.ndarray:
         index = self._find(self.get_info().outputs, key, "output")
         tensor = self._info.outputs[index]

@@ -411,13 +411,15 @@ def _tfl(module: str):
     return importlib.import_module(f"tflite.{module}")
 
 
-def build_tflite_dw_pool_fc_int8(path, seed: int = 0, bias_quantized_dimension: int = 3) -> Path:
+def build_tflite_dw_pool_fc_int8(path, seed: int = 0, bias_quantized_dimension: int = 3, names: bool = True) -> Path:
     """A full-integer TFLite model that hits the three TFLite frontend bugs real models hit:
     int8 [1,8,8,4] -> DEPTHWISE_CONV_2D 3x3 (int8 weights, int32 bias whose quantized_dimension
     is 3 as in person_detect, relu) -> AVERAGE_POOL_2D 2x2 (int8) ->
     FULLY_CONNECTED on the rank-4 pooled tensor (as in micro_speech) -> int8 [1,10].
     The bias is quantized per tensor, so its quantized_dimension means nothing; LiteRT's verifier
     refuses 3 on a 1-D tensor, so LiteRT references use ``bias_quantized_dimension=0``.
+    ``names=False`` leaves every tensor and the subgraph unnamed, as converters that strip names
+    (and tflite-micro's own test models) do.
     Written with the flatbuffers builder of the ``tflite`` package (no TensorFlow needed)."""
     import flatbuffers
     from tflite.ActivationFunctionType import ActivationFunctionType
@@ -459,13 +461,14 @@ def build_tflite_dw_pool_fc_int8(path, seed: int = 0, bias_quantized_dimension: 
 
     def tensor(name, shape, dtype, quant, buffer=0) -> int:
         T = _tfl("Tensor")
-        name_off = b.CreateString(name)
+        name_off = b.CreateString(name) if names else None
         shape_vec = b.CreateNumpyVector(np.asarray(shape, np.int32))
         T.TensorStart(b)
         T.TensorAddShape(b, shape_vec)
         T.TensorAddType(b, dtype)
         T.TensorAddBuffer(b, buffer)
-        T.TensorAddName(b, name_off)
+        if name_off is not None:
+            T.TensorAddName(b, name_off)
         T.TensorAddQuantization(b, quant)
         tensors.append(T.TensorEnd(b))
         return len(tensors) - 1
@@ -544,13 +547,14 @@ def build_tflite_dw_pool_fc_int8(path, seed: int = 0, bias_quantized_dimension: 
     operators_vec = offsets_vector(S.SubGraphStartOperatorsVector, operators)
     inputs_vec = b.CreateNumpyVector(np.asarray([t_in], np.int32))
     outputs_vec = b.CreateNumpyVector(np.asarray([t_out], np.int32))
-    name = b.CreateString("main")
+    name = b.CreateString("main") if names else None
     S.SubGraphStart(b)
     S.SubGraphAddTensors(b, tensors_vec)
     S.SubGraphAddInputs(b, inputs_vec)
     S.SubGraphAddOutputs(b, outputs_vec)
     S.SubGraphAddOperators(b, operators_vec)
-    S.SubGraphAddName(b, name)
+    if name is not None:
+        S.SubGraphAddName(b, name)
     subgraph = S.SubGraphEnd(b)
 
     B = _tfl("Buffer")

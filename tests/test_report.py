@@ -136,6 +136,6 @@ def test_report_bad_path_is_one_line(tmp_path):
                                   tmp_path / "file" / "r.html", check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
-    assert lines == [f"tvmc: error: cannot write the report {tmp_path / 'file' / 'r.html'}: "
-                     f"{tmp_path / 'file'} is not a directory"]
+    assert lines == [f"tvmc: error: cannot write --report {tmp_path / 'file' / 'r.html'}: "
+                     f"{tmp_path / 'file'} is a file, not a directory"]
     assert not (tmp_path / "m.tar").exists()  # refused before compiling

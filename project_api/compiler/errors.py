@@ -11,10 +11,12 @@ class CompileError(Exception):
 class UnsupportedOperatorError(CompileError):
     """The model uses an operator the TVM frontend cannot import."""
 
-    def __init__(self, op_type: str, node_name: str, model_format: str):
+    def __init__(self, op_type: str, node_name: str, model_format: str, alternative: str):
         self.op_type = op_type
         self.node_name = node_name
+        self.alternative = alternative
         super().__init__(
             f"operator {op_type} (node '{node_name}') is not supported by the TVM {model_format} "
-            f"frontend: replace it with supported operators and export the model again"
+            f"frontend; nearest supported: {alternative}; replace it and export the model again "
+            f"(docs/operators.md lists what is supported)"
         )

@@ -67,12 +67,14 @@ def _load_onnx(path: Path, data: bytes) -> ImportedModel:
         raise CompileError(invalid)
 
     from tvm.relax.frontend.onnx import from_onnx
-    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
-    known_ops = set(_get_convert_map()) | {"Constant", "If"}
+    from .operators import nearest_alternative, onnx_relax_operators
+
+    known_ops = onnx_relax_operators()
     for node in model.graph.node:
         if node.op_type not in known_ops:
-            raise UnsupportedOperatorError(node.op_type, node.name or node.output[0], "ONNX")
+            raise UnsupportedOperatorError(node.op_type, node.name or node.output[0], "ONNX",
+                                           nearest_alternative(node.op_type, "ONNX", known_ops))
 
     notes: List[str] = []
     initializers = {init.name for init in model.graph.initializer}
@@ -113,8 +115,26 @@ def _load_onnx(path: Path, data: bytes) -> ImportedModel:
 # TFLite
 
 
+def tflite_tensor_name(subgraph, index: int) -> str:
+    """A tensor's name, or a stable synthesized one when the converter stripped it (tflite-micro's
+    test models carry none): ``input_<k>`` / ``output_<k>`` for the k-th subgraph input / output,
+    ``t<index>`` for any other tensor."""
+    raw = subgraph.Tensors(int(index)).Name()
+    if raw:
+        return raw.decode("utf-8", errors="replace")
+    index = int(index)
+    inputs = [int(i) for i in subgraph.InputsAsNumpy()] if subgraph.InputsLength() else []
+    outputs = [int(i) for i in subgraph.OutputsAsNumpy()] if subgraph.OutputsLength() else []
+    if index in inputs:
+        return f"input_{inputs.index(index)}"
+    if index in outputs:
+        return f"output_{outputs.index(index)}"
+    return f"t{index}"
+
+
 def read_tflite(path: Path, data: bytes):
-    """Parse and check a .tflite file: (model, subgraph, operator names, input names, output names)."""
+    """Parse and check a .tflite file: (model, subgraph, operator names, input names, output names).
+    Missing tensor names are not corruption: they get ``tflite_tensor_name``'s synthesized names."""
     import tflite
 
     invalid = f"'{path}' is not a valid TFLite model (truncated or corrupt file); convert it again"
@@ -133,8 +153,8 @@ def read_tflite(path: Path, data: bytes):
                     tensor = subgraph.Tensors(int(tensor_index))
                     tensor.Name()
                     model.Buffers(tensor.Buffer()).DataAsNumpy()
-        input_names = [subgraph.Tensors(int(i)).Name().decode() for i in subgraph.InputsAsNumpy()]
-        output_names = [subgraph.Tensors(int(i)).Name().decode() for i in subgraph.OutputsAsNumpy()]
+        input_names = [tflite_tensor_name(subgraph, i) for i in subgraph.InputsAsNumpy()]
+        output_names = [tflite_tensor_name(subgraph, i) for i in subgraph.OutputsAsNumpy()]
     except Exception as err:  # flatbuffers reads past the end: struct.error, IndexError ...
         raise CompileError(f"{invalid}: {type(err).__name__}: {' '.join(str(err).split())}") from None
     if not op_names:
@@ -147,20 +167,28 @@ def _load_tflite(path: Path, data: bytes) -> ImportedModel:
 
     from tvm.relax.frontend.tflite import tflite_frontend
 
+    from .operators import (nearest_alternative, tflite_int8_operators, tflite_relax_int8_operators,
+                            tflite_relax_operators)
+
     converter_class = _workaround_converter_class(tflite_frontend)
-    # convert_map is built per instance: a throwaway converter lists the supported operators.
-    supported = set(converter_class(model, subgraph, tflite_frontend.ExprTable(), None).convert_map)
+    supported = tflite_relax_operators()
+    supported_int8 = tflite_relax_int8_operators()
     for index, op_name in enumerate(op_names):
         op = subgraph.Operators(index)
         node_name = _tflite_op_output_name(subgraph, op)
         if op_name not in supported:
-            raise UnsupportedOperatorError(op_name, node_name, "TFLite")
+            raise UnsupportedOperatorError(op_name, node_name, "TFLite", nearest_alternative(
+                op_name, "TFLite", sorted(set(supported) | set(tflite_int8_operators()))))
         if _is_hybrid_op(model, subgraph, op):
             raise CompileError(
                 f"'{path.name}' is a hybrid (dynamic-range quantized) TFLite model: operator {op_name} "
                 f"(node '{node_name}') has float activations and int8 weights; convert it with "
                 f"full-integer quantization (int8 inputs and activations) or keep it float"
             )
+        if op_name not in supported_int8 and _is_quantized_op(subgraph, op):
+            # Neither the integer path (the model did not take it) nor TVM takes it quantized.
+            raise UnsupportedOperatorError(op_name, node_name, "TFLite (int8)", nearest_alternative(
+                op_name, "TFLite", sorted(set(supported_int8) | set(tflite_int8_operators()))))
 
     notes: List[str] = []
     converter_class.notes = notes
@@ -189,7 +217,18 @@ def _tflite_op_name(model, op) -> str:
 
 def _tflite_op_output_name(subgraph, op) -> str:
     outputs = [int(i) for i in op.OutputsAsNumpy() if i >= 0]
-    return subgraph.Tensors(outputs[0]).Name().decode() if outputs else "?"
+    return tflite_tensor_name(subgraph, outputs[0]) if outputs else "?"
+
+
+def _is_quantized_op(subgraph, op) -> bool:
+    """Any input or output carries quantization parameters."""
+    for tensor_index in list(op.InputsAsNumpy()) + list(op.OutputsAsNumpy()):
+        if tensor_index < 0:
+            continue
+        quant = subgraph.Tensors(int(tensor_index)).Quantization()
+        if quant is not None and quant.ScaleLength():
+            return True
+    return False
 
 
 def _is_hybrid_op(model, subgraph, op) -> bool:
@@ -225,7 +264,7 @@ def _workaround_converter_class(tflite_frontend):
             rank = len(self.get_tensor_shape(tensor))
             if rank and axis >= rank:
                 self.notes.append(
-                    f"tensor '{tensor.tensor.Name().decode()}': quantized_dimension {axis} "
+                    f"tensor '{tflite_tensor_name(self.subgraph, tensor.tensor_idx)}': quantized_dimension {axis} "
                     f"clamped to {rank - 1} (bias of rank {rank})"
                 )
                 tensor.qnn_params["axis"] = rank - 1

@@ -17,8 +17,11 @@ OUTPUT = "output"  # model output: a caller-owned buffer, outside the arena
 CONSTANT = "constant"  # weights: const arrays in flash
 INTERMEDIATE = "intermediate"  # activations between kernels: placed in the arena
 WORKSPACE = "workspace"  # kernel scratch passed as an extra parameter: placed in the arena
+# A variable that persists across invocations (TFLite's is_variable tensors: SVDF's activation
+# state): its own zero-initialized static buffer outside the arena, zeroed by tvmgen_<c>_reset.
+STATE = "state"
 
-KINDS = (INPUT, OUTPUT, CONSTANT, INTERMEDIATE, WORKSPACE)
+KINDS = (INPUT, OUTPUT, CONSTANT, INTERMEDIATE, WORKSPACE, STATE)
 
 
 @dataclasses.dataclass

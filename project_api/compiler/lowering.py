@@ -127,10 +127,17 @@ def _lower_int8_tflite(model_path, model_name: str, prefix: str, target_string: 
     from ._tvm_c_kernels import build_c_kernels
     from .qnn_schedule import schedule
 
+    from . import onnx_qdq
+
     path = Path(model_path)
-    if path.suffix.lower() != ".tflite" or not path.is_file():
+    suffix = path.suffix.lower()
+    if suffix not in (".tflite", ".onnx") or not path.is_file():
         return None
-    model, subgraph, op_names, input_names, output_names = frontend.read_tflite(path, path.read_bytes())
+    # An ONNX QDQ model takes the integer path as the TFLite graph it states (onnx_qdq.py).
+    data = onnx_qdq.file_as_tflite(path) if suffix == ".onnx" else path.read_bytes()
+    if data is None:
+        return None
+    model, subgraph, op_names, input_names, output_names = frontend.read_tflite(path, data)
     builder = qnn.lower_tflite_int8(model, subgraph, op_names, input_names, output_names, prefix)
     if builder is None:
         return None
@@ -145,7 +152,8 @@ def _lower_int8_tflite(model_path, model_name: str, prefix: str, target_string: 
     except Exception as err:
         raise CompileError(f"TVM could not generate C kernels for '{model_path}': {frontend.error_reason(err)}") from None
     kernels_c = qnn_kernels.with_fixed_point_helpers(kernels_c)
-    notes = ["int8 TFLite model lowered to integer kernels with tflite-micro's fixed-point requantization"]
+    notes = [f"int8 {'ONNX QDQ' if suffix == '.onnx' else 'TFLite'} model lowered to integer kernels with "
+             "tflite-micro's fixed-point requantization"]
     if patch_plan is not None:
         c_kernels = patching.with_wrappers(c_kernels, wrappers)
     builder.add_workspaces(c_kernels)

@@ -21,7 +21,7 @@ import numpy as np
 from ..mlf.reader import OUR_KEY, SUPPORTED_READ_VERSIONS, MLFError, extract_mlf, read_metadata  # noqa: F401
 from .ir import CONSTANT, WORKSPACE, LoweredModel
 from .planner import Plan, plan_model
-from .runtime_gen import GENERATOR_VERSION, GeneratedRuntime, generate_runtime
+from .runtime_gen import GENERATOR_VERSION, GeneratedRuntime, generate_runtime, state_bytes
 
 MLF_VERSION = 7
 EXECUTORS = ("aot", "graph")
@@ -53,6 +53,7 @@ def memory_report(model: LoweredModel, plan: Plan) -> dict:
     return {
         "arena_bytes": plan.arena_size,
         "lower_bound_bytes": plan.lower_bound,
+        "state_bytes": state_bytes(model),  # persistent variables (SVDF state), outside the arena
         "alignment": plan.alignment,
         "weight_bytes": sum(model.tensors[n].nbytes for n in _used_constants(model)),
         "io_bytes": sum(model.tensors[n].nbytes for n in model.inputs + model.outputs),
@@ -123,6 +124,7 @@ def build_metadata(
                     "header": f"codegen/host/include/{runtime.header_name}",
                     "sources": [f"codegen/host/src/{s}" for s in runtime.sources],
                     "run_function": f"tvmgen_{runtime.c_name}_run",
+                    "reset_function": f"tvmgen_{runtime.c_name}_reset",
                     "static_runtime": True,  # the generated tvmgen_<c>_run drives the model for either executor
                     "parameters_format": "npz",
                     "memory": report,

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import fixed_point, ir
 from .errors import CompileError
+from .frontend import tflite_tensor_name
 
 _INT8 = 9  # tflite TensorType.INT8
 _INT32 = 2
@@ -34,6 +35,7 @@ class _TensorInfo:
     scales: np.ndarray
     zero_points: np.ndarray
     data: Optional[np.ndarray]  # constants only
+    variable: bool = False  # a state that persists across invocations (SVDF's activation state)
 
     @property
     def scale(self) -> float:
@@ -80,11 +82,12 @@ class _Graph:
         buffer = self.model.Buffers(tensor.Buffer())
         data = None
         if buffer is not None and buffer.DataLength():
-            dtype = {_INT8: np.int8, _INT32: np.int32}.get(tensor.Type(), np.uint8)
+            dtype = {_INT8: np.int8, _INT32: np.int32, 7: np.int16, 0: np.float32}.get(tensor.Type(), np.uint8)
             data = buffer.DataAsNumpy().view(dtype).reshape(tuple(int(d) for d in tensor.ShapeAsNumpy()))
         shape = tuple(int(d) for d in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
-        return _TensorInfo(index, tensor.Name().decode(), shape, tensor.Type(),
-                           np.asarray(scales, np.float32), np.asarray(zeros, np.int64), data)
+        return _TensorInfo(index, tflite_tensor_name(self.subgraph, index), shape, tensor.Type(),
+                           np.asarray(scales, np.float32), np.asarray(zeros, np.int64), data,
+                           bool(tensor.IsVariable()))
 
 
 def _activation_range(activation: int, output: _TensorInfo) -> Tuple[int, int]:
@@ -330,16 +333,45 @@ _CONVERTERS: Dict[str, Callable] = {
 _ALIASES = ("RESHAPE", "SQUEEZE", "EXPAND_DIMS")
 
 
-def is_int8_model(model, subgraph) -> bool:
-    tensors = [subgraph.Tensors(int(i)) for i in list(subgraph.InputsAsNumpy()) + list(subgraph.OutputsAsNumpy())]
-    return bool(tensors) and all(t.Type() == _INT8 for t in tensors)
+def _register_more_operators() -> None:
+    from .qnn_ops import CONVERTERS
+
+    _CONVERTERS.update(CONVERTERS)
+
+
+_register_more_operators()
+_FLOAT32 = 0
+_INT16 = 7
+_DTYPES = {_INT8: "int8", _INT16: "int16", _FLOAT32: "float32"}
+
+
+def is_int8_model(model, subgraph, op_names: Optional[List[str]] = None) -> bool:
+    """int8 inputs and outputs, or float32 ones that only a QUANTIZE reads / a DEQUANTIZE writes
+    (a converter's float interface around an int8 network)."""
+    inputs = [int(i) for i in subgraph.InputsAsNumpy()]
+    outputs = [int(i) for i in subgraph.OutputsAsNumpy()]
+    if not inputs or not outputs:
+        return False
+    boundary = {}
+    for index, name in enumerate(op_names or []):
+        op = subgraph.Operators(index)
+        for tensor in op.InputsAsNumpy():
+            boundary.setdefault(("read", int(tensor)), set()).add(name)
+        for tensor in op.OutputsAsNumpy():
+            boundary.setdefault(("write", int(tensor)), set()).add(name)
+
+    def ok(index: int, role: str, op_name: str) -> bool:
+        kind = subgraph.Tensors(index).Type()
+        return kind == _INT8 or (kind == _FLOAT32 and boundary.get((role, index)) == {op_name})
+
+    return all(ok(i, "read", "QUANTIZE") for i in inputs) and all(ok(i, "write", "DEQUANTIZE") for i in outputs)
 
 
 def lower_tflite_int8(model, subgraph, op_names: List[str], input_names, output_names,
                       prefix: str) -> Optional["_Builder"]:
     """The integer kernels of an int8 model (a _Builder: tensors, calls, PrimFuncs), or None when
     the model is not for this path."""
-    if not is_int8_model(model, subgraph):
+    if not is_int8_model(model, subgraph, op_names):
         return None
     if any(name not in _CONVERTERS and name not in _ALIASES for name in op_names):
         return None
@@ -350,8 +382,10 @@ def lower_tflite_int8(model, subgraph, op_names: List[str], input_names, output_
             op = subgraph.Operators(index)
             if name in _ALIASES:
                 builder.alias(index, op)
-            else:
-                builder.kernel(index, _CONVERTERS[name](graph, op))
+                continue
+            specs = _CONVERTERS[name](graph, op)
+            for spec in specs if isinstance(specs, list) else [specs]:
+                builder.kernel(index, spec)
     except _Unsupported:
         return None
     return builder
@@ -371,10 +405,14 @@ class _Builder(ir.PartsBuilder):
         for index, name in zip(graph.subgraph.InputsAsNumpy(), input_names):
             info = graph.tensor(int(index))
             self._storage[int(index)] = name
-            self.tensors[name] = ir.Tensor(name, info.shape, "int8", ir.INPUT)
+            self.tensors[name] = ir.Tensor(name, info.shape, _DTYPES[info.type], ir.INPUT)
 
     def _read(self, item) -> str:
         if isinstance(item, _TensorInfo):
+            if item.index not in self._storage and item.variable and item.data is None:
+                name = self._fresh("state")
+                self.tensors[name] = ir.Tensor(name, item.shape, _DTYPES[item.type], ir.STATE)
+                self._storage[item.index] = name
             if item.index not in self._storage:
                 if item.data is None:
                     raise CompileError(f"internal error: tensor '{item.name}' is read before it is written")
@@ -392,7 +430,7 @@ class _Builder(ir.PartsBuilder):
             name, kind = self._outputs[info.index], ir.OUTPUT
         else:
             name, kind = self._fresh("intermediate"), ir.INTERMEDIATE
-        self.tensors[name] = ir.Tensor(name, info.shape, "int8", kind)
+        self.tensors[name] = ir.Tensor(name, info.shape, _DTYPES[info.type], kind)
         self._storage[info.index] = name
         return name
 
@@ -402,7 +440,8 @@ class _Builder(ir.PartsBuilder):
         out = self._write(spec.output)
         self.funcs[symbol] = spec.func
         self.specs.append(spec)
-        self.calls.append(ir.KernelCall(symbol, args + [out], [out]))
+        states = [a for a in args if self.tensors[a].kind == ir.STATE]  # read, then updated in place
+        self.calls.append(ir.KernelCall(symbol, args + [out], [out] + states))
 
     def alias(self, op_index: int, op) -> None:
         from . import qnn_kernels as K

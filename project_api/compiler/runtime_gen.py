@@ -20,7 +20,7 @@ import numpy as np
 
 from ..naming import c_identifier, c_member_name
 from .errors import CompileError
-from .ir import CONSTANT, INPUT, INTERMEDIATE, KINDS, OUTPUT, WORKSPACE, LoweredModel
+from .ir import CONSTANT, INPUT, INTERMEDIATE, KINDS, OUTPUT, STATE, WORKSPACE, LoweredModel
 from .planner import Plan, plan_model
 
 GENERATOR_VERSION = "1"
@@ -85,6 +85,13 @@ def num_calls_macro(c_name: str) -> str:
 
 def call_ticks_symbol(c_name: str) -> str:
     return f"tvmgen_{c_name}_call_ticks"
+def state_macro(c_name: str) -> str:
+    return f"TVMGEN_{c_name.upper()}_STATE_SIZE"
+
+
+def state_bytes(model: LoweredModel) -> int:
+    """Bytes of the variables that persist across invocations (outside the arena)."""
+    return sum(t.nbytes for t in model.tensors.values() if t.kind == STATE)
 
 
 def validate(model: LoweredModel) -> None:
@@ -110,7 +117,7 @@ def validate(model: LoweredModel) -> None:
             if name not in model.tensors or model.tensors[name].kind != kind:
                 raise CompileError(f"model {kind} {name!r} is not a tensor of kind {kind!r}")
     # Struct members and size macros must be distinct after sanitizing ("a:0" and "a_0" clash).
-    seen: Dict[str, str] = {"WORKSPACE": "(the workspace size macro)"}
+    seen: Dict[str, str] = {"WORKSPACE": "(the workspace size macro)", "STATE": "(the state size macro)"}
     for name in model.inputs + model.outputs:
         key = c_identifier(name).upper()
         if key in seen:
@@ -215,6 +222,8 @@ def generate_header(model: LoweredModel, plan: Plan) -> str:
     lines.append(f"#define {workspace_macro(c)} {plan.arena_size}")
     lines.append("/* kernel calls per run: the entries of the profiling build's tick table */")
     lines.append(f"#define {num_calls_macro(c)} {len(model.calls)}")
+    lines.append("/* variables that persist across runs (e.g. SVDF's state), outside the arena */")
+    lines.append(f"#define {state_macro(c)} {state_bytes(model)}")
     lines.append("")
     for struct, names in (("inputs", model.inputs), ("outputs", model.outputs)):
         lines.append(f"struct tvmgen_{c}_{struct} {{")
@@ -231,6 +240,9 @@ def generate_header(model: LoweredModel, plan: Plan) -> str:
         f"extern uint64_t {call_ticks_symbol(c)}[{max(len(model.calls), 1)}];",
         "uint64_t tvmgen_profile_ticks(void);",
         "#endif",
+        "/* Zeroes the state (a fresh start, as at power-up: a stateful model such as one with SVDF",
+        " * otherwise carries its history from run to run). Nothing to do for a stateless model. */",
+        f"void tvmgen_{c}_reset(void);",
         "",
         "#ifdef __cplusplus",
         "}",
@@ -315,6 +327,17 @@ def generate_runtime_source(model: LoweredModel, plan: Plan) -> str:
             "",
         ]
 
+    states = [name for name, t in tensors.items() if t.kind == STATE]
+    state_symbols = {name: f"tvmgen_{c}_state{k}" for k, name in enumerate(states)}
+    for name in states:
+        tensor = tensors[name]
+        lines.append(f"/* {_comment(name)}: {tensor.dtype}{list(tensor.shape)}, kept across runs */")
+        lines.append(f"static {c_type(tensor.dtype)} {state_symbols[name]}[{tensor.count}] {align};")
+    lines.append(f"void tvmgen_{c}_reset(void) {{")
+    for name in states:
+        lines.append(f"  for (uint32_t i = 0; i < {tensors[name].count}u; ++i) {state_symbols[name]}[i] = 0;")
+    lines += ["}", ""]
+
     def pointer(name: str) -> str:
         tensor = tensors[name]
         ctype = c_type(tensor.dtype)
@@ -325,6 +348,8 @@ def generate_runtime_source(model: LoweredModel, plan: Plan) -> str:
         if tensor.kind == CONSTANT:
             symbol = const_symbols[name]
             return f"({ctype}*)0" if symbol is None else f"({ctype}*){symbol}"  # kernels only read constants
+        if tensor.kind == STATE:
+            return f"{state_symbols[name]}"
         assert tensor.kind in (INTERMEDIATE, WORKSPACE)
         return f"({ctype}*)(void*)({arena}.bytes + {offsets[name]})"
 

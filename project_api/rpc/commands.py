@@ -51,6 +51,7 @@ class Command(enum.IntEnum):
     RUN = 0x04
     READ_OUTPUT = 0x05
     TIME_RUNS = 0x06
+    RESET_STATE = 0x07
     PROFILE_RUNS = 0x10  # profiling builds only: DeviceInfo.capabilities & CAP_PROFILE
 
 
@@ -310,6 +311,10 @@ class CommandClient:
 
     def run(self, timeout_sec: Optional[float] = None, expected_sec: Optional[float] = None) -> None:
         self.call(Command.RUN, timeout_sec=timeout_sec, expected_sec=expected_sec)
+
+    def reset_state(self) -> None:
+        """Zero the model's state kept across runs (SVDF); a no-op for a stateless model."""
+        self.call(Command.RESET_STATE)
 
     def time_runs(self, number: int, timeout_sec: Optional[float] = None,
                   expected_sec: Optional[float] = None) -> TimedRuns:

@@ -36,4 +36,4 @@ static int32_t run_test_model(void) {
   return 0;
 }
 
-const mtp_model_t mtp_model = {"rpc_test_model", 2, 2, inputs, outputs, 1234, run_test_model};
+const mtp_model_t mtp_model = {"rpc_test_model", 2, 2, inputs, outputs, 1234, run_test_model, 0};

@@ -19,4 +19,4 @@ static int32_t run_fuzz_model(void) {
   return 0;
 }
 
-const mtp_model_t mtp_model = {"fuzz_model", 1, 1, inputs, outputs, 0, run_fuzz_model};
+const mtp_model_t mtp_model = {"fuzz_model", 1, 1, inputs, outputs, 0, run_fuzz_model, 0};

@@ -34,6 +34,8 @@ typedef struct {
   const mtp_tensor_t *outputs;
   uint32_t workspace_size_bytes;   /* the static arena of the generated runtime */
   int32_t (*run)(void);            /* runs tvmgen_<mod>_run on the buffers above; 0 = ok */
+  void (*reset)(void);             /* tvmgen_<mod>_reset: zeroes the state kept across runs
+                                      (SVDF); NULL for a stateless model or an older MLF */
 } mtp_model_t;
 
 extern const mtp_model_t mtp_model;

@@ -29,6 +29,7 @@ enum {
   MTP_CMD_RUN = 0x04,
   MTP_CMD_READ_OUTPUT = 0x05,
   MTP_CMD_TIME_RUNS = 0x06,
+  MTP_CMD_RESET_STATE = 0x07,
   MTP_CMD_PROFILE_RUNS = 0x10   /* profiling builds only (-DTVMGEN_PROFILE); see MTP_CAP_PROFILE */
 };
 

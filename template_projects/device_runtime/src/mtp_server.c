@@ -147,6 +147,11 @@ static uint8_t do_run(uint8_t **out) {
   return code == 0 ? MTP_STATUS_OK : model_failed(code, out);
 }
 
+static uint8_t do_reset_state(void) {
+  if (mtp_model.reset) mtp_model.reset();
+  return MTP_STATUS_OK;
+}
+
 static uint8_t do_read_output(const uint8_t *args, uint32_t argn, uint8_t **out) {
   const mtp_tensor_t *t;
   uint32_t offset, len;
@@ -267,6 +272,7 @@ static void handle_request(const uint8_t *body, uint32_t len) {
 #ifdef TVMGEN_PROFILE
       case MTP_CMD_PROFILE_RUNS: status = do_profile_runs(args, argn, &out); break;
 #endif
+      case MTP_CMD_RESET_STATE: status = do_reset_state(); break;
       default: status = MTP_STATUS_UNKNOWN_COMMAND; break;
     }
   }
