@@ -301,7 +301,7 @@ def runner_for(args, work_dir: pathlib.Path) -> Runner:
             raise TVMCError("board farm: not available in this build (--rpc-tracker/--rpc-key need the "
                             "farm module, issue 13); drop them to tune on a local board") from None
         return farm.tracker_runner(args, work_dir)
-    options = dict(args.project_option or {})
+    options = dict(getattr(args, "project_options", None) or {})
     return LocalRunner(args.platform, options, work_dir, timeout=args.timeout,
                        template_dir=getattr(args, "template_dir", None))
 
