@@ -188,7 +188,7 @@ def _conv(graph: _Graph, op, depthwise: bool) -> KernelSpec:
         # Windows clipped at run time: the raw bias, the input offset applied in the micro-kernel.
         if depthwise:
             func, req = K.depthwise_conv2d_windows(data.shape, weight.shape, output.shape, strides, padding,
-                                                   multiplier, data.zero_point, requant)
+                                                   multiplier, data.zero_point, requant, interior=knobs["interior"])
         elif knobs["method"] in ("gathered", "gathered_widened"):
             func, req = K.conv2d_gathered(data.shape, weight_data.shape, output.shape, strides, padding,
                                           data.zero_point, requant, widened=knobs["method"] == "gathered_widened")

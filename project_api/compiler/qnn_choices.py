@@ -18,7 +18,8 @@ Knobs (``KNOBS``: kind -> knob -> choices):
                     opt: Os (the project's level; the inner loops are O2 and not inlined) or O2
                     (the kernel at the inner loops' level, so they inline and their trip counts
                     become constants)
-  depthwise_conv2d  opt
+  depthwise_conv2d  interior (windows inside the input take the micro-kernel with the window size
+                    as constants: unrolled taps once inlined), opt
   fully_connected   interleaved (4 units per call over weights interleaved at compile time, or 2
                     units per call), opt
   others (pooling, add, softmax, dilated convolutions, copies): opt
@@ -34,7 +35,7 @@ OPT_LEVELS = ("Os", "O2")
 KNOBS: Dict[str, Dict[str, tuple]] = {
     "conv2d": {"method": ("direct", "gathered", "gathered_widened", "widened"), "pixel_pairs": (True, False),
                "opt": OPT_LEVELS},
-    "depthwise_conv2d": {"opt": OPT_LEVELS},
+    "depthwise_conv2d": {"interior": (False, True), "opt": OPT_LEVELS},
     "fully_connected": {"interleaved": (True, False), "opt": OPT_LEVELS},
 }
 OTHER_KNOBS = {"opt": OPT_LEVELS}
@@ -71,6 +72,8 @@ def default_knobs(kind: str, params: dict) -> dict:
         return {"method": "gathered" if gathered else "direct", "pixel_pairs": True, "opt": "Os"}
     if kind == "fully_connected":
         return {"interleaved": params["units"] % 4 == 0 and params["depth"] % 4 == 0, "opt": "Os"}
+    if kind == "depthwise_conv2d":
+        return {"interior": False, "opt": "Os"}
     return {"opt": "Os"}
 
 
@@ -91,6 +94,9 @@ def is_valid(kind: str, params: dict, knobs: dict) -> bool:
         if method == "widened":
             return pointwise and channels % 4 == 0
         return True
+    if kind == "depthwise_conv2d" and knobs["interior"]:
+        # the per-pixel micro-kernel only (depth multiplier 1, channels a multiple of 4)
+        return params["depth_multiplier"] == 1 and params["input_shape"][3] % 4 == 0
     if kind == "fully_connected" and knobs["interleaved"]:
         return params["units"] % 4 == 0 and params["depth"] % 4 == 0
     return True

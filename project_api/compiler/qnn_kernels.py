@@ -1037,10 +1037,12 @@ def _paired_source(name, input_size, weight_size, channels, output_size, requant
 
 
 def depthwise_conv2d_windows(input_shape, weight_shape, output_shape, strides, padding, depth_multiplier: int,
-                             input_zero_point: int, requant: Requant):
+                             input_zero_point: int, requant: Requant, interior: bool = False):
     """DEPTHWISE_CONV_2D (dilation 1): per output pixel and four channels, ``mtp_depthwise4_s8``
     over the clipped window (depth multiplier 1, channels a multiple of 4); otherwise per output
-    ``mtp_depthwise_window_s8``."""
+    ``mtp_depthwise_window_s8``. ``interior`` (a tuning knob): pixels whose window is inside the
+    input call the micro-kernel with the window's size as constants (once inlined, at opt O2, gcc
+    unrolls the taps and addresses them by immediate offsets); the border pixels as before."""
     _, height, width, channels = (int(d) for d in input_shape)
     _, kernel_h, kernel_w, out_channels = (int(d) for d in weight_shape)
     _, out_h, out_w, _ = (int(d) for d in output_shape)
@@ -1060,9 +1062,16 @@ def depthwise_conv2d_windows(input_shape, weight_shape, output_shape, strides, p
                  f'                     output: T.Buffer(({out_h * out_w * channels},), "int8")):',
                  f'    acc = T.alloc_buffer(({channels},), "int32")',
                  f"    for y in range({out_h}):",
-                 f"        for x in range({out_w}):",
-                 f"            T.evaluate({call})",
-                 f"            for c in range({channels}):",
+                 f"        for x in range({out_w}):"]
+        if interior:
+            inside = (f"y * {stride_h} - {pad_top} >= 0 and y * {stride_h} - {pad_top} + {kernel_h} <= {height} and "
+                      f"x * {stride_w} - {pad_left} >= 0 and x * {stride_w} - {pad_left} + {kernel_w} <= {width}")
+            whole = call.replace(f"{rows}, {cols}, {width * channels}", f"{kernel_h}, {kernel_w}, {width * channels}")
+            lines += [f"            if {inside}:", f"                T.evaluate({whole})", "            else:",
+                      f"                T.evaluate({call})"]
+        else:
+            lines.append(f"            T.evaluate({call})")
+        lines += [f"            for c in range({channels}):",
                  f"                output[(y * {out_w} + x) * {channels} + c] = {_requant_expr('acc[c]', requant, 'c')}"]
         return _parse("\n".join(lines) + "\n"), _requant_values(requant)
     a = (f"((y * {stride_h} - {pad_top} + {ky0}) * {width} + x * {stride_w} - {pad_left} + {kx0}) * {channels}"
