@@ -1,0 +1,176 @@
+"""Autotuning (project_api/tune/): every candidate bit-exact with the untuned kernel, tvmc tune on
+QEMU mps2-an386 through the cortex_m template's Project API (resumable records, tuned compile
+bit-identical to the untuned one), and a board killed in the middle of a measurement."""
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import fixture_path
+from cortex_m_helpers import needs_arm_tools
+from project_helpers import tvmc
+
+KWS = "mlperf_tiny_kws_ref_model_int8.tflite"
+MICRO_SPEECH = "tflm_micro_speech_quantized.tflite"
+HELLO = "tflm_hello_world_int8.tflite"
+
+
+def test_every_candidate_is_bit_exact_on_the_host(tmp_path):
+    """All candidates of every KWS kernel (gathered/widened/pointwise/direct convolutions,
+    depthwise, pooling, both fully connected forms, softmax) in their candidate images, built for
+    the host with -Werror (the portable C path): each gives exactly the untuned kernel's output."""
+    from project_api.compiler.mlf import export_mlf
+    from project_api.compiler.native import NativeModel
+    from project_api.tune.image import candidate_image, random_inputs
+    from project_api.tune.space import model_tasks
+
+    tasks = model_tasks(fixture_path("models", KWS))
+    kinds = {t.kind for t in tasks}
+    assert {"conv2d", "depthwise_conv2d", "fully_connected", "average_pool2d", "softmax"} <= kinds
+    methods = {k["method"] for t in tasks if t.kind == "conv2d" for k in t.candidates}
+    assert methods == {"direct", "gathered", "gathered_widened", "widened"}
+    for task in tasks:
+        lowered, _ = candidate_image(fixture_path("models", KWS), task, task.candidates)
+        mlf = export_mlf(lowered, tmp_path / f"{task.op_index}.tar")
+        with NativeModel(mlf, build_dir=tmp_path / f"b{task.op_index}", extra_cflags=["-Wall", "-Wextra", "-Werror"]) as native:
+            for seed in (1, 2):
+                inputs = random_inputs(lowered, seed)
+                outputs = [native.run({**inputs, "tune_selector": np.array([i], np.int32)})[0]
+                           for i in range(len(task.candidates))]
+                for knobs, output in zip(task.candidates, outputs):
+                    assert np.array_equal(output, outputs[0]), (task.signature, knobs)
+                # selector -1 runs no candidate (the timing baseline) and succeeds
+                native.run({**inputs, "tune_selector": np.array([-1], np.int32)})
+
+
+def test_untuned_compile_takes_the_default_knobs():
+    """A chooser that knows no signature leaves the C exactly as without one."""
+    from project_api.compiler.lowering import lower_model
+
+    path = fixture_path("models", MICRO_SPEECH)
+    plain = lower_model(path, mcpu="cortex-m4")
+    unknown = lower_model(path, mcpu="cortex-m4", chooser=lambda signature: None)
+    assert plain.kernels_c == unknown.kernels_c
+    assert "mtp_widen_s8" not in plain.kernels_c
+
+
+def test_bad_command_lines_are_one_line(tmp_path):
+    model = fixture_path("models", HELLO)
+    result = tvmc("tune", model, "--tuning-records", tmp_path / "r.jsonl", check=False)
+    assert result.returncode == 1 and "--project-option board=" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    result = tvmc("tune", model, "--tuning-records", tmp_path / "r.jsonl", "--rpc-tracker", "127.0.0.1:9190",
+                  "--rpc-key", "mps2_an386", check=False)
+    assert result.returncode == 1 and "board farm: not available in this build" in result.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"signature": "x"}\n')
+    result = tvmc("compile", model, "-o", tmp_path / "m.tar", "--tuning-records", bad, check=False)
+    assert result.returncode == 1 and "bad.jsonl:1" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _records(path: Path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@needs_arm_tools
+@pytest.mark.slow
+def test_tune_resume_and_tuned_compile(tmp_path):
+    """tvmc tune on QEMU mps2-an386 records measurements; the same command again measures nothing,
+    builds and flashes nothing; tvmc compile --tuning-records takes the best knobs, and the tuned
+    model's outputs equal the untuned model's on 10 random inputs."""
+    from project_api.compiler.native import NativeModel
+
+    model = fixture_path("models", MICRO_SPEECH)
+    records = tmp_path / "records.jsonl"
+    argv = ["tune", model, "--target", "c", "--tuning-records", records, "--project-option", "board=mps2_an386",
+            "--trials", "8", "--per-image", "4", "--work-dir", tmp_path / "work", "--no-progress"]
+    first = tvmc(*argv, cwd=tmp_path)
+    entries = _records(records)
+    assert len(entries) == 8 and "8 new measurements" in first.stdout
+    assert all(e["board"] == "mps2_an386" and e["unit"] == "instructions" and "arm-none-eabi-gcc" in e["compiler"]
+               for e in entries)
+    assert all(e["error"] is None and e["cycles"] > 0 for e in entries)
+    by_kind = {}
+    for e in entries:
+        by_kind.setdefault(e["kind"], []).append(e["cycles"])
+    assert len(by_kind["conv2d"]) >= 2 and len(set(by_kind["conv2d"])) > 1  # the knobs change the code
+
+    again = tvmc(*argv, cwd=tmp_path)
+    assert "0 new measurements" in again.stdout and "0 builds, 0 flashes" in again.stdout
+    assert len(_records(records)) == 8
+
+    untuned = tvmc("compile", model, "-o", tmp_path / "untuned.tar", "--mcpu", "cortex-m4")
+    tuned = tvmc("compile", model, "-o", tmp_path / "tuned.tar", "--mcpu", "cortex-m4", "--tuning-records", records)
+    assert "tuning records" in tuned.stderr and "take tuned knobs" in tuned.stdout
+    assert "tuning records" not in untuned.stdout
+    rng = np.random.default_rng(5)
+    with NativeModel(tmp_path / "untuned.tar") as a, NativeModel(tmp_path / "tuned.tar") as b:
+        batch = [[rng.integers(-128, 128, size=a.inputs[0]["shape"], dtype=np.int8)] for _ in range(10)]
+        for x, y in zip(a.run_many(batch), b.run_many(batch)):
+            assert np.array_equal(x[0], y[0])
+
+
+def _qemu_pids(work_dir: Path):
+    """QEMU processes running firmware under ``work_dir`` (the test's own, found by id)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmdline and b"qemu-system" in cmdline[0] and any(str(work_dir).encode() in part for part in cmdline):
+            pids.append(int(entry.name))
+    return pids
+
+
+@needs_arm_tools
+@pytest.mark.slow
+def test_board_killed_mid_measurement(tmp_path):
+    """The emulated board is killed during measurements: once (the candidate is re-flashed and
+    retried, and succeeds) and twice for another candidate (recorded as failed); the session goes
+    on with the next candidates and kernels, and no emulator is left running."""
+    from project_api.tune.records import Records
+    from project_api.tune.runner import LocalRunner
+    from project_api.tune.space import model_tasks
+    from project_api.tune.tuner import Tuner
+
+    model = fixture_path("models", HELLO)
+    work = tmp_path / "work"
+    target = next(t for t in model_tasks(model) if len(t.candidates) == 4)
+    killed = []
+
+    def kill_board(runner, job, index):
+        visits = [v for v in killed if v[0] == index]
+        if job.signature == target.signature and ((index == 1 and not visits) or index == 2):
+            pids = _qemu_pids(work)
+            assert pids, "the board's emulator should be running"
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+            killed.append((index, pids))
+
+    records = Records(tmp_path / "records.jsonl")
+    with LocalRunner("cortex_m", {"board": "mps2_an386"}, work, timeout=20, on_measure=kill_board) as runner:
+        summary = Tuner(model, runner, records, "cortex_m", work, progress=False).tune()
+    assert [index for index, _ in killed] == [1, 2, 2]
+    entries = _records(tmp_path / "records.jsonl")
+    assert len(entries) == 8 and summary.measurements == 8
+    mine = [e for e in entries if e["signature"] == target.signature]
+    retried = next(e for e in mine if e["knobs"] == target.candidates[1])
+    failed = next(e for e in mine if e["knobs"] == target.candidates[2])
+    assert retried["error"] is None and retried["attempts"] == 2 and retried["cycles"] > 0
+    assert failed["error"] and "board lost" in failed["error"] and failed["cycles"] is None
+    assert failed["attempts"] == 2
+    after = next(e for e in mine if e["knobs"] == target.candidates[3])
+    assert after["error"] is None and after["cycles"] > 0  # the session went on after the failure
+    assert runner.stats.flashes == 3 + 3  # one per image, plus one re-flash per kill
+    assert not _qemu_pids(work)
+    for _, pids in killed:
+        for pid in pids:
+            assert not Path(f"/proc/{pid}").exists() or "Z" in (Path(f"/proc/{pid}/stat").read_text().split()[2])
