@@ -31,7 +31,7 @@ class TuneCommand:
         add_project_option_argument(parser)
         parser.add_argument("--platform", help="the template (default: the board's platform in boards.yaml)")
         parser.add_argument("--template-dir", type=pathlib.Path, help="a template directory instead of a named one")
-        parser.add_argument("--trials", type=int, default=1000, help="most candidates to measure (default 1000: all)")
+        parser.add_argument("--trials", type=int, default=1000, help="most candidates to measure, counting those the records already hold (default 1000: all)")
         parser.add_argument("--early-stopping", type=int, metavar="N",
                             help="stop a kernel after N measured candidates without a new best")
         parser.add_argument("--timeout", type=float, default=30.0,

@@ -213,8 +213,11 @@ class Tuner:
                 if cycles is not None:
                     self._learn(state, knobs, cycles)
         self.model.fit()
+        # --trials counts the records of earlier runs too: the same command resumes an interrupted
+        # session up to the same total, and once it is complete measures nothing.
+        recorded = sum(len(s.measured) for s in states)
         pending = sum(len(s.unmeasured()) for s in states)
-        budget = min(self.trials, pending)
+        budget = max(0, min(self.trials - recorded, pending))
         progress = Progress(budget) if self.show_progress else None
         used = 0
         states.sort(key=lambda s: -s.weight)
