@@ -148,18 +148,28 @@ class LocalRunner(Runner):
         self._api = None  # the generated project's server while an image is loaded
         self._session = None
         self._loaded_hash: Optional[str] = None
+        self._timer_unit: Optional[str] = None
 
     # -- figures ---------------------------------------------------------------------------
     @property
     def unit(self) -> str:
+        """What the figures count: known once the board has reported its timer."""
+        if self._timer_unit is not None:
+            return self._timer_unit
+        return "instructions" if self._is_qemu else "cycles"
+
+    @property
+    def _is_qemu(self) -> bool:
         emulator = (self._board.emulator or {}) if self._board is not None else {}
-        return "instructions" if emulator.get("kind") == "qemu" else "cycles"
+        return emulator.get("kind") == "qemu"
 
     def _figure(self, timing) -> float:
         if timing.cycles is not None:
-            return min(timing.cycles)
+            self._timer_unit = "cycles"
+            return float(min(timing.cycles))
         # QEMU -icount shift=0: one instruction per nanosecond; another timer: nanoseconds.
-        return min(timing.results) * 1e9
+        self._timer_unit = "instructions" if self._is_qemu else "ns"
+        return float(round(min(timing.results) * 1e9))
 
     # -- image life cycle ------------------------------------------------------------------
     @property
