@@ -175,6 +175,11 @@ class Tuner:
         job = MeasureJob(task.signature, knob_sets, mlf, content, random_inputs(lowered, seed), self.number,
                          self.repeat)
         results = self.runner.run(job)
+        if len(knob_sets) > 2 and all(r.error is not None and "does not fit" in r.error for r in results):
+            # The flash does not hold them all: the same candidates in two smaller images.
+            half = (len(batch) + 1) // 2
+            self.log(f"tvmc tune: {len(knob_sets)} candidates do not fit one image; splitting")
+            return self._measure(state, batch[:half]) + self._measure(state, batch[half:])
         new = 0
         for knobs, result in zip(knob_sets, results):
             key = knobs_key(knobs)
