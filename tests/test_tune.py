@@ -12,7 +12,6 @@ import pytest
 
 from conftest import fixture_path
 from cortex_m_helpers import needs_arm_tools
-from project_helpers import tvmc
 
 KWS = "mlperf_tiny_kws_ref_model_int8.tflite"
 MICRO_SPEECH = "tflm_micro_speech_quantized.tflite"
@@ -58,19 +57,30 @@ def test_untuned_compile_takes_the_default_knobs():
     assert "mtp_widen_s8" not in plain.kernels_c
 
 
-def test_bad_command_lines_are_one_line(tmp_path):
+def test_bad_command_lines_are_one_line(tmp_path, capsys):
+    from project_api.cli import main
+
     model = fixture_path("models", HELLO)
-    result = tvmc("tune", model, "--tuning-records", tmp_path / "r.jsonl", check=False)
-    assert result.returncode == 1 and "--project-option board=" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    result = tvmc("tune", model, "--tuning-records", tmp_path / "r.jsonl", "--rpc-tracker", "127.0.0.1:9190",
-                  "--rpc-key", "mps2_an386", check=False)
-    assert result.returncode == 1 and "board farm: not available in this build" in result.stderr
+
+    def error(*argv):
+        capsys.readouterr()
+        assert main([str(a) for a in argv]) == 1
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1, err
+        return err
+
+    assert "--project-option board=" in error("tune", model, "--tuning-records", tmp_path / "r.jsonl")
+    assert "board farm: not available in this build" in error(
+        "tune", model, "--tuning-records", tmp_path / "r.jsonl", "--rpc-tracker", "127.0.0.1:9190",
+        "--rpc-key", "mps2_an386")
+    assert "--trials must be at least 1" in error("tune", model, "--tuning-records", tmp_path / "r.jsonl",
+                                                  "--project-option", "board=mps2_an386", "--trials", "0")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"signature": "x"}\n')
-    result = tvmc("compile", model, "-o", tmp_path / "m.tar", "--tuning-records", bad, check=False)
-    assert result.returncode == 1 and "bad.jsonl:1" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert "bad.jsonl:1" in error("compile", model, "-o", tmp_path / "m.tar", "--tuning-records", bad)
+    assert "nothing to tune" in error("tune", fixture_path("models", "tflm_hello_world_float.tflite"),
+                                      "--tuning-records", tmp_path / "r.jsonl", "--project-option",
+                                      "board=mps2_an386", "--work-dir", tmp_path / "w")
 
 
 def _records(path: Path):
@@ -79,7 +89,18 @@ def _records(path: Path):
 
 @needs_arm_tools
 @pytest.mark.slow
-def test_tune_resume_and_tuned_compile(tmp_path):
+def _tvmc_here(capsys, *argv):
+    """The tvmc command line in this process (TVM is imported once for the test's five commands)."""
+    from project_api.cli import main
+
+    capsys.readouterr()
+    status = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    assert status == 0, out.err
+    return out
+
+
+def test_tune_resume_and_tuned_compile(tmp_path, capsys):
     """tvmc tune on QEMU mps2-an386 records measurements; the same command again measures, builds
     and flashes nothing; a larger --trials measures only what is new; tvmc compile
     --tuning-records takes the best knobs, and the tuned model's outputs equal the untuned
@@ -90,7 +111,7 @@ def test_tune_resume_and_tuned_compile(tmp_path):
     records = tmp_path / "records.jsonl"
     argv = ["tune", model, "--target", "c", "--tuning-records", records, "--project-option", "board=mps2_an386",
             "--per-image", "4", "--work-dir", tmp_path / "work", "--no-progress"]
-    first = tvmc(*argv, "--trials", "5", cwd=tmp_path)
+    first = _tvmc_here(capsys, *argv, "--trials", "5")
     entries = _records(records)
     assert len(entries) == 5 and "5 new measurements" in first.stdout
     assert all(e["board"] == "mps2_an386" and e["unit"] == "instructions" and "arm-none-eabi-gcc" in e["compiler"]
@@ -98,16 +119,16 @@ def test_tune_resume_and_tuned_compile(tmp_path):
     assert all(e["error"] is None and e["cycles"] > 0 for e in entries)
     assert len({e["cycles"] for e in entries if e["kind"] == "fully_connected"}) > 1  # the knobs change the code
 
-    again = tvmc(*argv, "--trials", "5", cwd=tmp_path)
+    again = _tvmc_here(capsys, *argv, "--trials", "5")
     assert "0 new measurements" in again.stdout and "0 builds, 0 flashes" in again.stdout
     assert len(_records(records)) == 5
-    rest = tvmc(*argv, "--trials", "100", cwd=tmp_path)
+    rest = _tvmc_here(capsys, *argv, "--trials", "100")
     entries = _records(records)
     assert "3 new measurements" in rest.stdout and len(entries) == 8
     assert len({(e["signature"], json.dumps(e["knobs"], sort_keys=True)) for e in entries}) == 8  # none twice
 
-    untuned = tvmc("compile", model, "-o", tmp_path / "untuned.tar", "--mcpu", "cortex-m4")
-    tuned = tvmc("compile", model, "-o", tmp_path / "tuned.tar", "--mcpu", "cortex-m4", "--tuning-records", records)
+    untuned = _tvmc_here(capsys, "compile", model, "-o", tmp_path / "untuned.tar", "--mcpu", "cortex-m4")
+    tuned = _tvmc_here(capsys, "compile", model, "-o", tmp_path / "tuned.tar", "--mcpu", "cortex-m4", "--tuning-records", records)
     assert "tuning records" in tuned.stderr and "take tuned knobs" in tuned.stdout
     assert "tuning records" not in untuned.stdout
     rng = np.random.default_rng(5)
