@@ -16,6 +16,7 @@ from cortex_m_helpers import needs_arm_tools
 KWS = "mlperf_tiny_kws_ref_model_int8.tflite"
 MICRO_SPEECH = "tflm_micro_speech_quantized.tflite"
 HELLO = "tflm_hello_world_int8.tflite"
+RESNET = "mlperf_tiny_ic_resnet8_pretrainedResnet_quant.tflite"
 
 
 def test_every_candidate_is_bit_exact_on_the_host(tmp_path):
@@ -24,26 +25,30 @@ def test_every_candidate_is_bit_exact_on_the_host(tmp_path):
     the host with -Werror (the portable C path): each gives exactly the untuned kernel's output."""
     from project_api.compiler.mlf import export_mlf
     from project_api.compiler.native import NativeModel
-    from project_api.tune.image import candidate_image, random_inputs
+    from project_api.tune.image import candidate_image
     from project_api.tune.space import model_tasks
 
-    tasks = model_tasks(fixture_path("models", KWS))
-    kinds = {t.kind for t in tasks}
+    tasks = [(KWS, t) for t in model_tasks(fixture_path("models", KWS))]
+    kinds = {t.kind for _, t in tasks}
     assert {"conv2d", "depthwise_conv2d", "fully_connected", "average_pool2d", "softmax"} <= kinds
-    methods = {k["method"] for t in tasks if t.kind == "conv2d" for k in t.candidates}
+    methods = {k["method"] for _, t in tasks if t.kind == "conv2d" for k in t.candidates}
     assert methods == {"direct", "gathered", "gathered_widened", "widened"}
-    for task in tasks:
-        lowered, _ = candidate_image(fixture_path("models", KWS), task, task.candidates)
-        mlf = export_mlf(lowered, tmp_path / f"{task.op_index}.tar")
-        with NativeModel(mlf, build_dir=tmp_path / f"b{task.op_index}", extra_cflags=["-Wall", "-Wextra", "-Werror"]) as native:
-            for seed in (1, 2):
-                inputs = random_inputs(lowered, seed)
-                outputs = [native.run({**inputs, "tune_selector": np.array([i], np.int32)})[0]
-                           for i in range(len(task.candidates))]
-                for knobs, output in zip(task.candidates, outputs):
-                    assert np.array_equal(output, outputs[0]), (task.signature, knobs)
-                # selector -1 runs no candidate (the timing baseline) and succeeds
-                native.run({**inputs, "tune_selector": np.array([-1], np.int32)})
+    # ResNet-8's strided pointwise convolutions (the widened pair's second pixel two inputs on)
+    tasks += [(RESNET, t) for t in model_tasks(fixture_path("models", RESNET))
+              if t.params.get("strides") == [2, 2] and t.params["weight_shape"][1:3] == [1, 1]]
+    assert len(tasks) == 8
+    for number, (model, task) in enumerate(tasks):
+        lowered, _ = candidate_image(fixture_path("models", model), task, task.candidates)
+        assert lowered.inputs == ["tune_selector"]  # the layer's inputs are made on the device
+        mlf = export_mlf(lowered, tmp_path / f"{number}.tar")
+        with NativeModel(mlf, build_dir=tmp_path / f"b{number}", extra_cflags=["-Wall", "-Wextra", "-Werror"]) as native:
+            runs = native.run_many([{"tune_selector": np.array([i], np.int32)} for i in range(-1, len(task.candidates))])
+            baseline, outputs = runs[0], runs[1:]
+            for knobs, (output, checksum) in zip(task.candidates, outputs):
+                assert np.array_equal(output, outputs[0][0]), (task.signature, knobs)
+                assert checksum[0] == outputs[0][1][0]
+            # selector -1 runs no candidate (the timing baseline): the output keeps its marker
+            assert np.all(baseline[0] == 0x5A) and baseline[1][0] != outputs[0][1][0]
 
 
 def test_untuned_compile_takes_the_default_knobs():
@@ -113,24 +118,24 @@ def test_tune_resume_and_tuned_compile(tmp_path, capsys):
             "--per-image", "4", "--work-dir", tmp_path / "work", "--no-progress"]
     first = _tvmc_here(capsys, *argv, "--trials", "5")
     entries = _records(records)
-    assert len(entries) == 5 and "5 new measurements" in first.stdout
+    assert len(entries) == 5 and "5 new measurements" in first.out
     assert all(e["board"] == "mps2_an386" and e["unit"] == "instructions" and "arm-none-eabi-gcc" in e["compiler"]
                for e in entries)
     assert all(e["error"] is None and e["cycles"] > 0 for e in entries)
     assert len({e["cycles"] for e in entries if e["kind"] == "fully_connected"}) > 1  # the knobs change the code
 
     again = _tvmc_here(capsys, *argv, "--trials", "5")
-    assert "0 new measurements" in again.stdout and "0 builds, 0 flashes" in again.stdout
+    assert "0 new measurements" in again.out and "0 builds, 0 flashes" in again.out
     assert len(_records(records)) == 5
     rest = _tvmc_here(capsys, *argv, "--trials", "100")
     entries = _records(records)
-    assert "3 new measurements" in rest.stdout and len(entries) == 8
+    assert "3 new measurements" in rest.out and len(entries) == 8
     assert len({(e["signature"], json.dumps(e["knobs"], sort_keys=True)) for e in entries}) == 8  # none twice
 
     untuned = _tvmc_here(capsys, "compile", model, "-o", tmp_path / "untuned.tar", "--mcpu", "cortex-m4")
     tuned = _tvmc_here(capsys, "compile", model, "-o", tmp_path / "tuned.tar", "--mcpu", "cortex-m4", "--tuning-records", records)
-    assert "tuning records" in tuned.stderr and "take tuned knobs" in tuned.stdout
-    assert "tuning records" not in untuned.stdout
+    assert "tuning records" in tuned.err and "take tuned knobs" in tuned.out
+    assert "tuning records" not in untuned.out
     rng = np.random.default_rng(5)
     with NativeModel(tmp_path / "untuned.tar") as a, NativeModel(tmp_path / "tuned.tar") as b:
         batch = [[rng.integers(-128, 128, size=a.inputs[0]["shape"], dtype=np.int8)] for _ in range(10)]

@@ -46,7 +46,8 @@ class MeasureJob:
     mlf_path    the candidate image's Model Library Format archive
     image_hash  content hash of everything that makes the firmware (MLF bytes, template, options):
                 an image with a known hash is never rebuilt nor re-flashed
-    inputs      the layer's input tensors by name (the selector is set by the runner)
+    inputs      input tensors by name besides the selector (set by the runner); none for a candidate
+                image, which makes its layer's inputs on the device
     number, repeat   as time_evaluate's: each figure is the minimum over ``repeat`` means of ``number`` runs
     """
 
@@ -57,6 +58,8 @@ class MeasureJob:
     inputs: Dict[str, np.ndarray]
     number: int = 1
     repeat: int = 1
+    # The outputs compared with candidate 0's (None: all); a candidate image checks its checksum.
+    check_outputs: Optional[List[str]] = None
 
 
 @dataclasses.dataclass
@@ -259,7 +262,8 @@ class LocalRunner(Runner):
                     session.set_input(name, value)
                 self._inputs_sent = True
             session.run()
-            outputs = [session.get_output(i) for i in range(len(session.get_info().outputs))]
+            names = job.check_outputs or [t.name for t in session.get_info().outputs]
+            outputs = [session.get_output(name) for name in names]
             timing = session.time_evaluate(job.number, job.repeat)
             return outputs, self._figure(timing)
         except (IoTimeoutError, TransportClosedError, SessionError, ProjectAPIError, OSError) as err:
