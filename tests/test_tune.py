@@ -51,6 +51,33 @@ def test_every_candidate_is_bit_exact_on_the_host(tmp_path):
             assert np.all(baseline[0] == 0x5A) and baseline[1][0] != outputs[0][1][0]
 
 
+def test_cost_model_transfers_between_models():
+    """Trained on KWS records in which widened inputs pay on the pointwise kernel (and nothing
+    else does), the cost model ranks widened first for every pointwise kernel of VWW, which it
+    has never seen; untrained, it keeps the table's order."""
+    from project_api.tune.records import Records
+    from project_api.tune.runner import Runner
+    from project_api.tune.tuner import TaskState, Tuner
+    from project_api.tune.space import model_tasks
+
+    kws = model_tasks(fixture_path("models", KWS))
+    prior = []
+    for task in kws:
+        for knobs in task.candidates:
+            ratio = 0.8 if knobs.get("method") == "widened" else 1.0 + 0.01 * (len(prior) % 3)
+            prior.append({"signature": task.signature, "knobs": knobs, "cycles": 1e6 * ratio, "board": "b",
+                          "error": None})
+    tuner = Tuner(fixture_path("models", KWS), Runner(), Records(None), "cortex_m", Path("."), progress=False)
+    pointwise = [t for t in model_tasks(fixture_path("models", "mlperf_tiny_vww_96_int8.tflite"))
+                 if t.kind == "conv2d" and t.params["weight_shape"][1:3] == [1, 1]]
+    assert len(pointwise) >= 8
+    for task in pointwise:  # untrained: the table's order (the untuned kernel first)
+        assert tuner._ranked(TaskState(task)) == task.candidates
+    assert tuner.learn_records(prior) == len(prior)
+    for task in pointwise:
+        assert tuner._ranked(TaskState(task))[0]["method"] == "widened", task.signature
+
+
 def test_untuned_compile_takes_the_default_knobs():
     """A chooser that knows no signature leaves the C exactly as without one."""
     from project_api.compiler.lowering import lower_model

@@ -19,6 +19,7 @@ candidate image per task with its best-ranked unmeasured candidates (up to ``per
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
 import time
@@ -156,6 +157,34 @@ class Tuner:
         default = state.default_cycles
         if cycles is not None and default:
             self.model.add(space_mod.features(state.task, knobs), cycles / default)
+
+    def learn_records(self, entries) -> int:
+        """Trains the cost model on records of other models or boards (``tvmc tune --prior-records``):
+        per signature, each successful record's ratio to that signature's untuned record. Returns
+        how many records it learned from."""
+        from ..compiler import qnn_choices
+
+        by_signature: Dict[str, Dict[str, float]] = {}
+        for entry in entries:
+            if entry.get("error") is None and entry.get("cycles"):
+                key = (entry["signature"], entry["board"])
+                by_signature.setdefault(key, {})[knobs_key(entry["knobs"])] = float(entry["cycles"])
+        learned = 0
+        for (signature, _), measured in by_signature.items():
+            kind, _, text = signature.partition(":")
+            try:
+                params = json.loads(text)
+                default = measured.get(knobs_key(qnn_choices.default_knobs(kind, params)))
+            except (ValueError, KeyError, TypeError):
+                continue  # a signature of another compiler version
+            if not default:
+                continue
+            task = KernelTask(signature, kind, params, -1, 1, [])
+            for key, cycles in measured.items():
+                self.model.add(space_mod.features(task, json.loads(key)), cycles / default)
+                learned += 1
+        self.model.fit()
+        return learned
 
     def _ranked(self, state: TaskState) -> List[dict]:
         left = state.unmeasured()
