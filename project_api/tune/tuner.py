@@ -272,11 +272,11 @@ class Tuner:
                         ranked = [state.task.default] + [k for k in ranked if knobs_key(k) != knobs_key(state.task.default)]
                     used += self._measure(state, ranked[:room])
                     if progress is not None:
-                        progress.update(used, *self._estimate(states), self.unit)
+                        progress.update(used, *self._estimate(states), getattr(self.runner, "unit", self.unit))
         finally:
             if progress is not None:
                 progress.close()
         untuned, tuned = self._estimate(states)
         stats = self.runner.stats
         return TuneSummary(len(tasks), used, stats.failures, stats.builds, stats.flashes, untuned, tuned,
-                           time.monotonic() - start, self.unit)
+                           time.monotonic() - start, getattr(self.runner, "unit", self.unit))
