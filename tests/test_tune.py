@@ -232,3 +232,28 @@ def test_board_killed_mid_measurement(tmp_path):
     for _, pids in killed:
         for pid in pids:
             assert not Path(f"/proc/{pid}").exists() or "Z" in (Path(f"/proc/{pid}/stat").read_text().split()[2])
+
+
+def test_records_survive_a_session_killed_mid_write(tmp_path):
+    """A records file whose last line was cut short (the session was killed while writing) still
+    reads, the cut line is dropped when the next record is appended, and best_knobs picks the
+    fewest cycles of one board."""
+    from project_api.tune.records import Records, best_knobs, read_records
+    from project_api.tune.runner import MeasureResult
+
+    path = tmp_path / "records.jsonl"
+    records = Records(path)
+    records.append(MeasureResult("conv2d:{}", {"opt": "Os"}, 900.0, "instructions", "a"), "conv2d", "cc 1", "m")
+    records.append(MeasureResult("conv2d:{}", {"opt": "O2"}, 800.0, "instructions", "a"), "conv2d", "cc 1", "m")
+    records.append(MeasureResult("conv2d:{}", {"opt": "O3"}, None, "instructions", "a", "board lost"), "conv2d",
+                   "cc 1", "m")
+    path.write_text(path.read_text() + '{"signature": "conv2d:{}", "kno')
+    again = Records(path)
+    assert len(again.entries) == 3
+    assert set(again.measured("a", "cc 1")) == {("conv2d:{}", k) for k in ('{"opt":"Os"}', '{"opt":"O2"}', '{"opt":"O3"}')}
+    assert again.measured("a", "cc 2") == {}  # another compiler: measured again
+    again.append(MeasureResult("conv2d:{}", {"opt": "Os"}, 700.0, "cycles", "b"), "conv2d", "cc 1", "m")
+    entries = list(read_records(path))
+    assert len(entries) == 4
+    assert best_knobs(entries, "a") == ({"conv2d:{}": {"opt": "O2"}}, "a")
+    assert best_knobs(entries) == ({"conv2d:{}": {"opt": "Os"}}, "b")  # the latest record's board
