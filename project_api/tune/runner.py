@@ -156,6 +156,7 @@ class LocalRunner(Runner):
         self._loaded_hash: Optional[str] = None
         self._timer_unit: Optional[str] = None
         self._inputs_sent = False
+        self._broken_images: Dict[str, str] = {}  # image hash -> why it could not be built or loaded
 
     # -- figures ---------------------------------------------------------------------------
     @property
@@ -289,8 +290,12 @@ class LocalRunner(Runner):
         reference = None
         baseline = None
         for index, knobs in enumerate(job.candidates):
-            error, cycles, attempts = None, None, 0
-            for attempts in (1, 2):
+            error, cycles, attempts = None, None, 1
+            if job.image_hash in self._broken_images:
+                error = self._broken_images[job.image_hash]  # built once, failed: not rebuilt per candidate
+            elif index > 0 and reference is None:
+                error = "not checked: the untuned kernel (the reference) failed in this image"
+            for attempts in ((1, 2) if error is None else ()):
                 try:
                     if self._session is None or self._loaded_hash != job.image_hash:
                         self._load(job)
@@ -308,6 +313,7 @@ class LocalRunner(Runner):
                     self._close_image()  # stops the emulator; the next attempt re-flashes
                 except Exception as err:  # a build or generation failure: no retry helps
                     error = f"{type(err).__name__}: {err}"
+                    self._broken_images[job.image_hash] = error
                     self._close_image()
                     break
             self.stats.measurements += 1
