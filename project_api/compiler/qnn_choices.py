@@ -13,8 +13,7 @@ Knobs (``KNOBS``: kind -> knob -> choices):
   conv2d            method: direct (windows clipped in place), gathered (im2col: both pixels'
                     windows copied to a stack buffer), gathered_widened (im2col to the int16 lanes
                     SMLAD reads, the input offset added once per tap instead of once per channel
-                    pair), widened (pointwise: each pixel pair's inputs widened once; otherwise
-                    the whole input widened once into the arena, direct windows over it);
+                    pair), widened (pointwise: each pixel pair's inputs widened once);
                     pixel_pairs (direct only: 2 pixels x 2 channels per call, or 1 x 2);
                     opt: Os (the project's level; the inner loops are O2 and not inlined) or O2
                     (the kernel at the inner loops' level, so they inline and their trip counts
@@ -44,8 +43,6 @@ OTHER_KNOBS = {"opt": OPT_LEVELS}
 # Gathered windows live on the stack: two pixels' windows (int8), or their widened words (int16 lanes).
 GATHER_MAX_BYTES = 512
 GATHER_WIDENED_MAX_BYTES = 640
-# The whole input widened to int16 (direct windows) lives in the arena: at most this much of it.
-WIDENED_INPUT_MAX_BYTES = 65536
 
 # signature -> knobs (a tuning-records lookup), or None
 Chooser = Callable[[str], Optional[dict]]
@@ -95,8 +92,7 @@ def is_valid(kind: str, params: dict, knobs: dict) -> bool:
         if method == "gathered_widened":
             return not pointwise and size % 4 == 0 and size <= GATHER_WIDENED_MAX_BYTES
         if method == "widened":
-            in_bytes = 2 * params["input_shape"][1] * params["input_shape"][2] * channels
-            return channels % 4 == 0 and (pointwise or in_bytes <= WIDENED_INPUT_MAX_BYTES)
+            return pointwise and channels % 4 == 0
         return True
     if kind == "depthwise_conv2d" and knobs["interior"]:
         # the per-pixel micro-kernel only (depth multiplier 1, channels a multiple of 4)

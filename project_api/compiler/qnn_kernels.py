@@ -897,9 +897,8 @@ def conv2d_windows(input_shape, weight_shape, output_shape, strides, padding, in
     ``mtp_window2_s8`` per pair of channels. An odd last channel takes ``mtp_window_s8``.
     Pointwise convolutions (1x1, unpadded) use the contiguous-run forms ``mtp_dot2x2_s8`` /
     ``mtp_dot2_s8``. Tuning knobs: ``pixel_pairs=False`` takes one pixel per call everywhere;
-    ``widened`` (channels a multiple of 4): pointwise, each pixel pair's inputs are widened once
-    (``mtp_widen_s8``) and each channel pair takes ``mtp_dot2x2_widened_s8``; otherwise the whole
-    input is widened once and the pixel pairs take ``mtp_window2x2_widened_s8``."""
+    ``widened`` (pointwise, channels a multiple of 4) widens each pixel pair's inputs once
+    (``mtp_widen_s8``) and takes ``mtp_dot2x2_widened_s8`` per channel pair."""
     _, height, width, channels = (int(d) for d in input_shape)
     out_channels, kernel_h, kernel_w, _ = (int(d) for d in weight_shape)
     _, out_h, out_w, _ = (int(d) for d in output_shape)
@@ -950,19 +949,15 @@ def conv2d_windows(input_shape, weight_shape, output_shape, strides, padding, in
             lines.append(f"{out('x', last)} = {_requant_expr(single, requant, str(last))}")
         return [_substitute(line, x) for line in lines]
 
-    whole_input_widened = widened and not pointwise
-    if widened and pointwise:
+    if widened:
         quad_call = (f'mtp_dot2x2_widened_s8", T.address_of(wide[0]), {channels}, '
                      f'T.address_of(weight[{b("c")}]), {filter_size}, {channels}')
-    elif whole_input_widened:
-        quad_call = (f'mtp_window2x2_widened_s8", T.address_of(wide[{a}]), {stride_w * channels}, '
-                     f'T.address_of(weight[{b("c")}]), {filter_size}, {window.rsplit(",", 1)[0]}')
 
     def pixel_pair_lines(x: str):
         """Output pixels x and x + 1 whose windows clip alike: two pixels x two channels per call."""
         lines = []
         if out_channels >= 2:
-            if widened and pointwise:
+            if widened:
                 second = _substitute(a, "(x + 1)")
                 lines += [f'T.evaluate(T.call_extern("int32", "mtp_widen_s8", T.address_of(input[{a}]), {channels}, '
                           f'{offset}, T.address_of(wide[0])))',
@@ -998,13 +993,7 @@ def conv2d_windows(input_shape, weight_shape, output_shape, strides, padding, in
     if out_w % 2 and pixel_pairs:
         body += ["    " + line for line in pixel_lines(str(out_w - 1))]
     wide = ([f'    wide = T.alloc_buffer(({2 * channels},), "int16")', f'    wide[{2 * channels - 1}] = T.int16(0)']
-            if widened and pointwise and pixel_pairs and out_w >= 2 and out_channels >= 2 else [])
-    if whole_input_widened and out_w >= 2 and out_channels >= 2:
-        # the whole input widened once (with the input offset) for the pixel pairs' windows
-        size = height * width * channels
-        wide = [f'    wide = T.alloc_buffer(({size},), "int16")', f'    wide[{size - 1}] = T.int16(0)',
-                f'    T.evaluate(T.call_extern("int32", "mtp_widen_s8", T.address_of(input[0]), {size}, {offset}, '
-                f'T.address_of(wide[0])))']
+            if widened and pixel_pairs and out_w >= 2 and out_channels >= 2 else [])
     source = "\n".join(
         ["@T.prim_func",
          f'def conv2d(input: T.Buffer(({height * width * channels},), "int8"), '

@@ -90,12 +90,3 @@ MTP_HOT static inline void mtp_dot2x2_widened_s8(const int16_t* restrict a, int3
   acc[2] = acc10;
   acc[3] = acc11;
 }
-/* mtp_dot2x2_widened_s8 over two pixels' clipped windows, row by row (a: the whole input widened
- * once; a window row starts on a multiple of 4 elements when the channels are a multiple of 4). */
-MTP_HOT static inline void mtp_window2x2_widened_s8(const int16_t* a, int32_t a_next, const int8_t* b,
-                                                    int32_t b_next, int32_t rows, int32_t n, int32_t a_stride,
-                                                    int32_t b_stride, int32_t* acc) {
-  for (int32_t row = 0; row < rows; ++row) {
-    mtp_dot2x2_widened_s8(a + row * a_stride, a_next, b + row * b_stride, b_next, n, acc);
-  }
-}
