@@ -101,6 +101,22 @@ def format_report(lowered, plan, out_path: Path, executor: str, target: str) -> 
     return "\n".join(lines)
 
 
+def _tuning_chooser(path: Optional[str]):
+    """The best knobs per kernel signature of a records file (None without one)."""
+    if path is None:
+        return None
+    from ..tune.records import RecordsError, chooser_from_file
+
+    if not Path(path).is_file():
+        raise TVMCError(f"--tuning-records {path}: file not found; make one with tvmc tune")
+    try:
+        chooser, board, count = chooser_from_file(Path(path))
+    except RecordsError as err:
+        raise TVMCError(str(err))
+    _note(f"tuning records {path}: best knobs of {count} kernels measured on {board}")
+    return chooser
+
+
 class CompileCommand:
     name = "compile"
     help = "compile an ONNX or TFLite model into a Model Library Format archive"
@@ -122,6 +138,8 @@ class CompileCommand:
         parser.add_argument("--report", metavar="REPORT.html",
                             help="also write an HTML report (kernels, ROM/RAM, arena plan and layer pictures; "
                                  "the pictures also as REPORT.arena.png and REPORT.layers.png)")
+        parser.add_argument("--tuning-records", metavar="RECORDS.jsonl",
+                            help="tvmc tune's records: each kernel takes its best measured knobs")
         legacy = parser.add_argument_group("legacy microTVM flags (accepted; mapped or ignored with a note)")
         legacy.add_argument("--runtime", help="legacy: only crt existed; the static runtime needs no runtime")
         legacy.add_argument("--runtime-crt-system-lib", metavar="0|1", help="legacy: there is no system library")
@@ -179,6 +197,7 @@ class CompileCommand:
 
         if args.memory_budget is not None and args.memory_budget <= 0:
             raise TVMCError(f"--memory-budget {args.memory_budget} must be a positive number of bytes")
+        chooser = _tuning_chooser(args.tuning_records)
         from ..progress import Progress
 
         progress = Progress("tvmc compile", verbose=bool(getattr(args, "verbose", 0)))
@@ -187,7 +206,7 @@ class CompileCommand:
                 progress.stage(f"lowering {model_path.name} with TVM and planning the arena"
                                + ("" if args.memory_budget is None else " within the memory budget"))
                 lowered, plan, _ = lower_within_budget(str(model_path), args.memory_budget, model_name=args.model_name,
-                                                       target=target, mcpu=mcpu)
+                                                       target=target, mcpu=mcpu, chooser=chooser)
                 progress.stage("generating the static runtime")
                 runtime = generate_runtime(lowered, plan)
                 progress.stage(f"writing {out_path}")

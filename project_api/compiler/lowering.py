@@ -62,10 +62,11 @@ def _relax_pipeline():
 
 
 def lower_model(model_path, model_name: str = "default", target="c", mcpu: Optional[str] = None,
-                integer_kernels: bool = True, patch_plan=None) -> ir.LoweredModel:
+                integer_kernels: bool = True, patch_plan=None, chooser=None) -> ir.LoweredModel:
     """``integer_kernels=False`` keeps an int8 TFLite model on TVM's own (float-requantizing)
     lowering: bench/speed.py measures it as the peer the integer kernels replace. ``patch_plan``
-    (a ``patching.PatchPlan``) runs the first convolutions of an int8 model band by band."""
+    (a ``patching.PatchPlan``) runs the first convolutions of an int8 model band by band.
+    ``chooser`` (kernel signature -> knobs, from tuning records) picks the integer kernels' schedules."""
     import tvm
 
     from . import frontend, fusion
@@ -73,7 +74,7 @@ def lower_model(model_path, model_name: str = "default", target="c", mcpu: Optio
 
     target_string = _target_string(target)
     prefix = f"tvmgen_{c_identifier(model_name)}_"
-    integer = (_lower_int8_tflite(model_path, model_name, prefix, target_string, mcpu, patch_plan)
+    integer = (_lower_int8_tflite(model_path, model_name, prefix, target_string, mcpu, patch_plan, chooser)
                if integer_kernels else None)
     if integer is not None:
         return integer
@@ -119,11 +120,11 @@ def lower_model(model_path, model_name: str = "default", target="c", mcpu: Optio
 
 
 def _lower_int8_tflite(model_path, model_name: str, prefix: str, target_string: str, mcpu: Optional[str],
-                       patch_plan=None):
+                       patch_plan=None, chooser=None):
     """A fully-int8 TFLite model in integer kernels (qnn.py), or None for the Relax path."""
     from pathlib import Path
 
-    from . import frontend, qnn, qnn_kernels
+    from . import frontend, qnn, qnn_choices, qnn_kernels
     from ._tvm_c_kernels import build_c_kernels
     from .qnn_schedule import schedule
 
@@ -138,7 +139,7 @@ def _lower_int8_tflite(model_path, model_name: str, prefix: str, target_string: 
     if data is None:
         return None
     model, subgraph, op_names, input_names, output_names = frontend.read_tflite(path, data)
-    builder = qnn.lower_tflite_int8(model, subgraph, op_names, input_names, output_names, prefix)
+    builder = qnn.lower_tflite_int8(model, subgraph, op_names, input_names, output_names, prefix, chooser)
     if builder is None:
         return None
     wrappers = {}
@@ -151,7 +152,8 @@ def _lower_int8_tflite(model_path, model_name: str, prefix: str, target_string: 
         kernels_c, c_kernels = build_c_kernels(funcs)
     except Exception as err:
         raise CompileError(f"TVM could not generate C kernels for '{model_path}': {frontend.error_reason(err)}") from None
-    kernels_c = qnn_kernels.with_fixed_point_helpers(kernels_c)
+    knobs = {symbol: spec.knobs for symbol, spec in builder.kernel_specs.items()}
+    kernels_c = qnn_kernels.with_fixed_point_helpers(qnn_choices.apply_c_knobs(kernels_c, knobs))
     notes = [f"int8 {'ONNX QDQ' if suffix == '.onnx' else 'TFLite'} model lowered to integer kernels with "
              "tflite-micro's fixed-point requantization"]
     if patch_plan is not None:
@@ -160,6 +162,10 @@ def _lower_int8_tflite(model_path, model_name: str, prefix: str, target_string: 
     if patch_plan is not None:
         kernels_c += patching.wrappers_c(builder.tensors, builder.calls, wrappers)
         notes.append(patch_plan.describe())
+    if chooser is not None:
+        tuned = [symbol for symbol, spec in builder.kernel_specs.items()
+                 if spec.kind and spec.knobs != qnn_choices.default_knobs(spec.kind, spec.params)]
+        notes.append(f"tuning records: {len(tuned)} of {len(builder.kernel_specs)} kernels take tuned knobs")
     if mcpu:
         notes.append(f"mcpu {mcpu}: the C compiler picks the DSP micro-kernels from its -mcpu "
                      "(__ARM_FEATURE_SIMD32); the same C is portable elsewhere")

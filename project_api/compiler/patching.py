@@ -305,23 +305,23 @@ _BUILD_ATTEMPTS = 4
 
 
 def lower_within_budget(model_path, budget: Optional[int], model_name: str = "default", target="c",
-                        mcpu: Optional[str] = None, lowered: Optional[ir.LoweredModel] = None):
+                        mcpu: Optional[str] = None, lowered: Optional[ir.LoweredModel] = None, chooser=None):
     """(LoweredModel, arena Plan, PatchPlan or None): the unpatched model if its arena fits ``budget``
     bytes (or no budget is given), else the cheapest patch plan whose arena fits. Raises CompileError
     naming the smallest arena reachable when none does. ``lowered``: the model already lowered
-    unpatched with the same options (saves lowering it again)."""
+    unpatched with the same options (saves lowering it again). ``chooser``: tuned knobs (lower_model)."""
     from .lowering import lower_model
     from .planner import plan_model
 
     if lowered is None:
-        lowered = lower_model(model_path, model_name=model_name, target=target, mcpu=mcpu)
+        lowered = lower_model(model_path, model_name=model_name, target=target, mcpu=mcpu, chooser=chooser)
     plan = plan_model(lowered)
     if budget is None or plan.arena_size <= budget:
         return lowered, plan, None
     candidates = search(model_path, lowered)
     fitting = [p for p in candidates if p.lower_bound <= budget]
     for patch in fitting[:_BUILD_ATTEMPTS]:
-        patched = lower_model(model_path, model_name=model_name, target=target, mcpu=mcpu, patch_plan=patch)
+        patched = lower_model(model_path, model_name=model_name, target=target, mcpu=mcpu, patch_plan=patch, chooser=chooser)
         patched_plan = plan_model(patched)
         if patched_plan.arena_size <= budget:
             return patched, patched_plan, patch
@@ -329,7 +329,7 @@ def lower_within_budget(model_path, budget: Optional[int], model_name: str = "de
     if candidates:
         best = smallest_plan(candidates)
         reached = plan_model(lower_model(model_path, model_name=model_name, target=target, mcpu=mcpu,
-                                         patch_plan=best)).arena_size
+                                         patch_plan=best, chooser=chooser)).arena_size
         if reached < smallest:
             smallest, how = reached, (f"the first {best.split} calls in {best.patches} row bands, "
                                       f"+{100 * best.extra_fraction:.1f}% MACs")
