@@ -1,0 +1,85 @@
+"""A farm on this machine: TVM's RPC tracker on 127.0.0.1 and N emulated boards (QEMU Cortex-M or
+simavr), each served by its own board server on its own 127.0.0.1 port, registered exactly as a
+real board on another host would be. Tests and bench/farm.py use it.
+
+    with EmulatedFarm(boards=2, board="mps2_an386") as farm:
+        runner = TrackerRunner(farm.tracker, farm.key, work_dir)
+        ...
+        farm.kill_board(1)   # SIGKILL the board server's whole process group (a host losing power)
+
+Leaving the block stops every board server (and so its emulators) and the tracker; so do
+interpreter exit and SIGTERM (the emulators' life cycle, project_api.emulators.process).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import List, Optional
+
+from .address import Address
+from .processes import BoardServerProcess, FarmProcessError, TrackerProcess
+
+
+class EmulatedFarm:
+    def __init__(self, boards: int = 2, board: str = "mps2_an386", key: Optional[str] = None,
+                 run_timeout_sec: float = 30.0):
+        if boards < 1:
+            raise ValueError(f"an emulated farm needs at least one board, not {boards}")
+        self.count = boards
+        self.board = board
+        self.key = key or board
+        self.run_timeout_sec = run_timeout_sec
+        self.tracker_process = TrackerProcess("127.0.0.1")
+        self.boards: List[BoardServerProcess] = []
+
+    @property
+    def tracker(self) -> Address:
+        return self.tracker_process.address
+
+    def start(self) -> "EmulatedFarm":
+        try:
+            self.tracker_process.start()
+            self.add_boards(self.count)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def add_boards(self, count: int) -> List[BoardServerProcess]:
+        """Start ``count`` more board servers in parallel (each imports TVM: seconds)."""
+        new = [BoardServerProcess(self.tracker, self.key, self.board,
+                                  extra_args=["--run-timeout", str(self.run_timeout_sec)]) for _ in range(count)]
+        self.boards += new
+        errors: List[BaseException] = []
+
+        def start(board):
+            try:
+                board.start()
+            except BaseException as err:  # reported below, after every start has ended
+                errors.append(err)
+
+        threads = [threading.Thread(target=start, args=(b,), daemon=True) for b in new]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(new[0].start_timeout_sec + 30)
+        if errors:
+            raise errors[0]
+        if any(thread.is_alive() for thread in threads):
+            raise FarmProcessError("a board server did not start in time")
+        return new
+
+    def kill_board(self, index: int) -> None:
+        """SIGKILL board ``index``'s server and everything in its group, without warning."""
+        self.boards[index].kill()
+
+    def stop(self) -> None:
+        for board in self.boards:
+            board.stop(grace_sec=5.0)
+        self.tracker_process.stop()
+
+    def __enter__(self) -> "EmulatedFarm":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
