@@ -61,12 +61,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     status_parser.set_defaults(run=_status)
     args = parser.parse_args(argv)
     try:
-        return int(args.run(args) or 0)
+        status = int(args.run(args) or 0)
     except FarmError as err:
         print(f"farm: error: {err}", file=sys.stderr)
-        return 1
+        status = 1
     except KeyboardInterrupt:
-        return 130
+        status = 130
+    if args.command == "serve":
+        # TVM's listen thread is not a daemon and never returns: end the process here (serve has
+        # stopped everything it started).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
 
 
 if __name__ == "__main__":

@@ -305,8 +305,18 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work-dir", help="built images cache (default: a temporary directory removed at exit)")
     parser.add_argument("--run-timeout", type=float, default=30.0,
                         help="seconds a run may take on the board before the link counts as lost (default 30)")
+    parser.add_argument("--wait-tracker", type=float, default=0.0, metavar="SEC",
+                        help="wait up to SEC seconds for the tracker to answer (default 0: it must be up)")
     parser.add_argument("--project-option", action="append", default=[], metavar="NAME=VALUE",
                         help="a project option this board always gets (repeatable)")
+
+
+def _default_signals() -> None:
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    except ValueError:  # not the child's main thread (not with TVM's fork): nothing to undo
+        pass
 
 
 def serve(args) -> int:
@@ -321,9 +331,14 @@ def serve(args) -> int:
         raise FarmError(str(err).strip("'\"")) from None
     if args.serial_port and not board.is_emulated and not os.path.exists(args.serial_port):
         raise FarmError(f"--port {args.serial_port}: no such device; is board {board.name} plugged in?")
-    if not tracker_answers(tracker):
-        raise FarmError(f"cannot reach an RPC tracker at {tracker}: start it first "
-                        f"(python -m project_api.farm tracker --host {tracker.host} --port {tracker.port})")
+    from tvm.rpc import server as rpc_server  # imported before the tracker is waited for: both take seconds
+
+    deadline = time.monotonic() + max(args.wait_tracker, 0.0)
+    while not tracker_answers(tracker):
+        if time.monotonic() >= deadline:
+            raise FarmError(f"cannot reach an RPC tracker at {tracker}: start it first "
+                            f"(python -m project_api.farm tracker --host {tracker.host} --port {tracker.port})")
+        time.sleep(0.2)
     options = {}
     for item in args.project_option:
         name, sep, value = item.partition("=")
@@ -347,20 +362,22 @@ def serve(args) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    from functools import partial
-
-    from tvm import rpc
-
-    server = None
+    # A session process (forked by TVM's listen thread) must die on SIGTERM, not set our flag.
+    os.register_at_fork(after_in_child=_default_signals)
     try:
-        server = rpc.Server(args.host, args.rpc_port, args.rpc_port + 1, tracker_addr=(tracker.host, tracker.port),
-                            key=args.key, silent=True,
-                            server_init_callback=partial(register_functions, dataclasses.asdict(config)))
+        # TVM's RPC server in this process: what ``tvm.rpc.Server`` runs in the worker process
+        # it spawns (one TVM import and one process fewer per board); it forks a process per session.
+        register_functions(dataclasses.asdict(config))
+        server = rpc_server.PopenRPCServerState(args.host, args.rpc_port, args.rpc_port + 1,
+                                                tracker_addr=(tracker.host, tracker.port), key=args.key,
+                                                silent=True)
         print(f"farm: board {board.name} ({board.platform}) serves key {args.key!r} on {args.host}:{server.port}, "
               f"registered with the tracker at {tracker}", file=sys.stderr, flush=True)
         lost_since = None
         while not stopping:
             time.sleep(1.0)
+            if not server.thread.is_alive():
+                raise FarmError(f"TVM's RPC server thread stopped (the tracker at {tracker} refused it?)")
             if tracker_answers(tracker):
                 lost_since = None
             elif lost_since is None:
@@ -370,10 +387,8 @@ def serve(args) -> int:
     except ValueError as err:  # TVM: cannot bind
         raise FarmError(f"cannot listen on {args.host}:{args.rpc_port}: {err}") from None
     finally:
-        # TVM's worker, its session processes, their Project API servers and emulators.
+        # TVM's session processes, their Project API servers and emulators.
         stop_descendants()
-        if server is not None:
-            server.proc = None  # stopped above; TVM's own kill needs psutil
         if own_work_dir:
             shutil.rmtree(work_dir, ignore_errors=True)
     print(f"farm: board {board.name} stopped", file=sys.stderr, flush=True)

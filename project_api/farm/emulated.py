@@ -13,6 +13,8 @@ interpreter exit and SIGTERM (the emulators' life cycle, project_api.emulators.p
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 from typing import List, Optional
 
@@ -31,6 +33,7 @@ class EmulatedFarm:
         self.run_timeout_sec = run_timeout_sec
         self.tracker_process = TrackerProcess("127.0.0.1")
         self.boards: List[BoardServerProcess] = []
+        self._work_dirs: List[str] = []  # each board's image cache, removed at stop
 
     @property
     def tracker(self) -> Address:
@@ -38,17 +41,22 @@ class EmulatedFarm:
 
     def start(self) -> "EmulatedFarm":
         try:
-            self.tracker_process.start()
-            self.add_boards(self.count)
+            self.tracker_process.launch()
+            self.add_boards(self.count, wait_tracker=True)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def add_boards(self, count: int) -> List[BoardServerProcess]:
-        """Start ``count`` more board servers in parallel (each imports TVM: seconds)."""
-        new = [BoardServerProcess(self.tracker, self.key, self.board,
-                                  extra_args=["--run-timeout", str(self.run_timeout_sec)]) for _ in range(count)]
+    def add_boards(self, count: int, wait_tracker: bool = False) -> List[BoardServerProcess]:
+        """Start ``count`` more board servers in parallel (each imports TVM: seconds; they do so
+        while the tracker starts)."""
+        new = []
+        for _ in range(count):
+            work_dir = tempfile.mkdtemp(prefix=f"farm-{self.board}-{len(self.boards) + len(new)}-")
+            self._work_dirs.append(work_dir)
+            new.append(BoardServerProcess(self.tracker, self.key, self.board, extra_args=[
+                "--run-timeout", str(self.run_timeout_sec), "--work-dir", work_dir]))
         self.boards += new
         errors: List[BaseException] = []
 
@@ -61,6 +69,11 @@ class EmulatedFarm:
         threads = [threading.Thread(target=start, args=(b,), daemon=True) for b in new]
         for thread in threads:
             thread.start()
+        if wait_tracker:
+            try:
+                self.tracker_process.wait_ready()
+            except BaseException as err:
+                errors.append(err)
         for thread in threads:
             thread.join(new[0].start_timeout_sec + 30)
         if errors:
@@ -69,14 +82,26 @@ class EmulatedFarm:
             raise FarmProcessError("a board server did not start in time")
         return new
 
+    def work_dir(self, index: int) -> str:
+        """Board ``index``'s image cache (its emulator runs the images there)."""
+        return self._work_dirs[index]
+
     def kill_board(self, index: int) -> None:
         """SIGKILL board ``index``'s server and everything in its group, without warning."""
         self.boards[index].kill()
 
     def stop(self) -> None:
+        # In parallel: each board server takes a moment to stop its sessions and emulators.
+        threads = [threading.Thread(target=board.stop, kwargs={"grace_sec": 8.0}, daemon=True) for board in self.boards]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30.0)
         for board in self.boards:
-            board.stop(grace_sec=5.0)
+            board.stop(grace_sec=0.0)  # whatever did not stop in time: SIGKILL
         self.tracker_process.stop()
+        for work_dir in self._work_dirs:
+            shutil.rmtree(work_dir, ignore_errors=True)
 
     def __enter__(self) -> "EmulatedFarm":
         return self.start()

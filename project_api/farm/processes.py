@@ -187,7 +187,9 @@ class TrackerProcess(FarmProcess):
             raise self.error("the RPC tracker is not started")
         return Address(self.host, self.port)
 
-    def start(self) -> str:
+    def launch(self) -> Address:
+        """Spawn the tracker on a free port and return its address without waiting for it to
+        answer (board servers can start importing TVM meanwhile); ``wait_ready()`` waits."""
         from ..emulators.qemu import free_local_port
 
         self._check_not_started()
@@ -195,20 +197,20 @@ class TrackerProcess(FarmProcess):
             import tornado  # noqa: F401  (TVM's tracker needs it; the wheel does not depend on it)
         except ImportError:
             raise self.error("TVM's RPC tracker needs tornado: pip install tornado") from None
-        for _ in range(5):  # a free port can be taken before the tracker binds it
-            port = self.requested_port or free_local_port()
-            self.argv = [sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", self.host,
-                         "--port", str(port), "--port-end", str(port + 1)]
-            self._spawn_python()
-            self.port = port
-            try:
-                self._wait_until(lambda: tracker_answers(self.address, 1.0), f"answered on {self.host}:{port}")
-                return str(self.address)
-            except FarmProcessError as err:
-                self.port = None
-                if self.requested_port or "cannot bind" not in str(err).lower():
-                    raise
-        raise self.error("the RPC tracker found no free port on 127.0.0.1")
+        port = self.requested_port or free_local_port()
+        self.argv = [sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", self.host,
+                     "--port", str(port), "--port-end", str(port + 1)]
+        self._spawn_python()
+        self.port = port
+        return self.address
+
+    def wait_ready(self) -> str:
+        self._wait_until(lambda: tracker_answers(self.address, 1.0), f"answered on {self.address}")
+        return str(self.address)
+
+    def start(self) -> str:
+        self.launch()
+        return self.wait_ready()
 
 
 class BoardServerProcess(FarmProcess):
@@ -235,7 +237,7 @@ class BoardServerProcess(FarmProcess):
         port = self.requested_port or free_local_port()
         self.argv = [sys.executable, "-m", "project_api.farm", "serve", "--tracker", str(self.tracker),
                      "--key", self.key, "--board", self.board, "--host", self.host, "--rpc-port", str(port),
-                     *self.extra_args]
+                     "--wait-tracker", str(self.start_timeout_sec), *self.extra_args]
         self._spawn_python()
         self.port = port
 

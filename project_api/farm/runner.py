@@ -83,7 +83,8 @@ class TrackerRunner(Runner):
     def __init__(self, tracker, key: str, work_dir: pathlib.Path, *, project_options: Optional[dict] = None,
                  platform: Optional[str] = None, template_dir: Optional[pathlib.Path] = None,
                  timeout: float = 30.0, build: str = "client", max_boards: Optional[int] = None,
-                 acquire_timeout_sec: float = 30.0, log: Optional[Callable[[str], None]] = None):
+                 acquire_timeout_sec: float = 30.0, log: Optional[Callable[[str], None]] = None,
+                 on_measure: Optional[Callable[["TrackerRunner", RemoteBoard, MeasureJob, int], None]] = None):
         super().__init__()
         from .. import boards
 
@@ -97,6 +98,9 @@ class TrackerRunner(Runner):
         self.timeout = timeout
         self.build = build
         self.history: List[Measurement] = []
+        # Called on the board's worker thread before each candidate's measurement (as the
+        # LocalRunner's on_measure: tests kill a board at a chosen moment).
+        self.on_measure = on_measure
         # A call covers a flash and, with build="board", a build: generous, but bounded.
         self.pool = BoardPool(self.tracker, key, max_boards=max_boards, acquire_timeout_sec=acquire_timeout_sec,
                               call_timeout_sec=max(300.0, 10 * timeout), log=log)
@@ -195,6 +199,8 @@ class TrackerRunner(Runner):
                 if baseline is None:
                     baseline = figure(self._measure(board, job, BASELINE_SELECTOR))
                     board.state[("baseline", job.image_hash)] = baseline
+                if self.on_measure is not None:
+                    self.on_measure(self, board, job, index)
                 reply = self._measure(board, job, index)
                 return {"cycles": figure(reply) - baseline, "outputs": _outputs(reply), "error": None,
                         "attempts": attempts, "board": board.name}
