@@ -31,7 +31,7 @@ class TuneCommand:
         add_project_option_argument(parser)
         parser.add_argument("--platform", help="the template (default: the board's platform in boards.yaml)")
         parser.add_argument("--template-dir", type=pathlib.Path, help="a template directory instead of a named one")
-        parser.add_argument("--trials", type=int, default=1000, help="most candidates to measure (default 1000: all)")
+        parser.add_argument("--trials", type=int, default=1000, help="most candidates to measure, counting those the records already hold (default 1000: all)")
         parser.add_argument("--early-stopping", type=int, metavar="N",
                             help="stop a kernel after N measured candidates without a new best")
         parser.add_argument("--timeout", type=float, default=30.0,
@@ -41,6 +41,8 @@ class TuneCommand:
         parser.add_argument("--per-image", type=int, default=8, help="most candidates per firmware image (default 8)")
         parser.add_argument("--work-dir", type=pathlib.Path, default=pathlib.Path(DEFAULT_WORK_DIR),
                             help=f"candidate images and projects, the build cache (default {DEFAULT_WORK_DIR})")
+        parser.add_argument("--prior-records", nargs="+", default=[], metavar="RECORDS.jsonl",
+                            help="records of other models or boards: they train the cost model (nothing is skipped)")
         parser.add_argument("--no-progress", action="store_true", help="no progress line")
         farm = parser.add_argument_group("board farm (issue 13)")
         farm.add_argument("--rpc-tracker", metavar="HOST:PORT", help="measure on the farm's boards via its tracker")
@@ -79,8 +81,11 @@ class TuneCommand:
         from ..tune.space import NotTunable
         from ..tune.tuner import Tuner
 
+        from ..tune.records import read_records
+
         try:
             records = Records(pathlib.Path(args.tuning_records))
+            prior = [entry for path in args.prior_records for entry in read_records(pathlib.Path(path))]
         except RecordsError as err:
             raise TVMCError(str(err))
         work = args.work_dir.resolve()
@@ -88,6 +93,8 @@ class TuneCommand:
             tuner = Tuner(model, runner, records, args.platform or "", work, trials=args.trials,
                           early_stopping=args.early_stopping, number=args.number, repeat=args.repeat,
                           per_image=args.per_image, progress=not args.no_progress)
+            if prior:
+                tuner.learn_records(prior)
             try:
                 summary = tuner.tune()
             except (NotTunable, CompileError) as err:

@@ -143,7 +143,7 @@ def _lower_int8_tflite(model_path, model_name: str, prefix: str, target_string: 
     notes = ["int8 TFLite model lowered to integer kernels with tflite-micro's fixed-point requantization"]
     if chooser is not None:
         tuned = [symbol for symbol, spec in builder.specs.items()
-                 if spec.knobs != qnn_choices.default_knobs(spec.kind, spec.params)]
+                 if spec.kind and spec.knobs != qnn_choices.default_knobs(spec.kind, spec.params)]
         notes.append(f"tuning records: {len(tuned)} of {len(builder.specs)} kernels take tuned knobs")
     if mcpu:
         notes.append(f"mcpu {mcpu}: the C compiler picks the DSP micro-kernels from its -mcpu "

@@ -958,7 +958,7 @@ def conv2d_windows(input_shape, weight_shape, output_shape, strides, padding, in
         lines = []
         if out_channels >= 2:
             if widened:
-                second = _substitute(a, "x + 1")
+                second = _substitute(a, "(x + 1)")
                 lines += [f'T.evaluate(T.call_extern("int32", "mtp_widen_s8", T.address_of(input[{a}]), {channels}, '
                           f'{offset}, T.address_of(wide[0])))',
                           f'T.evaluate(T.call_extern("int32", "mtp_widen_s8", T.address_of(input[{second}]), '

@@ -46,7 +46,8 @@ class MeasureJob:
     mlf_path    the candidate image's Model Library Format archive
     image_hash  content hash of everything that makes the firmware (MLF bytes, template, options):
                 an image with a known hash is never rebuilt nor re-flashed
-    inputs      the layer's input tensors by name (the selector is set by the runner)
+    inputs      input tensors by name besides the selector (set by the runner); none for a candidate
+                image, which makes its layer's inputs on the device
     number, repeat   as time_evaluate's: each figure is the minimum over ``repeat`` means of ``number`` runs
     """
 
@@ -57,6 +58,8 @@ class MeasureJob:
     inputs: Dict[str, np.ndarray]
     number: int = 1
     repeat: int = 1
+    # The outputs compared with candidate 0's (None: all); a candidate image checks its checksum.
+    check_outputs: Optional[List[str]] = None
 
 
 @dataclasses.dataclass
@@ -148,18 +151,29 @@ class LocalRunner(Runner):
         self._api = None  # the generated project's server while an image is loaded
         self._session = None
         self._loaded_hash: Optional[str] = None
+        self._timer_unit: Optional[str] = None
+        self._inputs_sent = False
 
     # -- figures ---------------------------------------------------------------------------
     @property
     def unit(self) -> str:
+        """What the figures count: known once the board has reported its timer."""
+        if self._timer_unit is not None:
+            return self._timer_unit
+        return "instructions" if self._is_qemu else "cycles"
+
+    @property
+    def _is_qemu(self) -> bool:
         emulator = (self._board.emulator or {}) if self._board is not None else {}
-        return "instructions" if emulator.get("kind") == "qemu" else "cycles"
+        return emulator.get("kind") == "qemu"
 
     def _figure(self, timing) -> float:
         if timing.cycles is not None:
-            return min(timing.cycles)
+            self._timer_unit = "cycles"
+            return float(min(timing.cycles))
         # QEMU -icount shift=0: one instruction per nanosecond; another timer: nanoseconds.
-        return min(timing.results) * 1e9
+        self._timer_unit = "instructions" if self._is_qemu else "ns"
+        return float(round(min(timing.results) * 1e9))
 
     # -- image life cycle ------------------------------------------------------------------
     @property
@@ -213,6 +227,7 @@ class LocalRunner(Runner):
         session, self._session = self._session, None
         api, self._api = self._api, None
         self._loaded_hash = None
+        self._inputs_sent = False
         try:
             if session is not None:
                 session.close()
@@ -240,10 +255,15 @@ class LocalRunner(Runner):
         try:
             session = self._session
             session.set_input(SELECTOR_INPUT, np.array([selector], np.int32))
-            for name, value in job.inputs.items():
-                session.set_input(name, value)
+            if not self._inputs_sent:
+                # Kernels write only their output: the layer's inputs stay on the device for
+                # every candidate of the image (a slow link moves them once per flash).
+                for name, value in job.inputs.items():
+                    session.set_input(name, value)
+                self._inputs_sent = True
             session.run()
-            outputs = [session.get_output(i) for i in range(len(session.get_info().outputs))]
+            names = job.check_outputs or [t.name for t in session.get_info().outputs]
+            outputs = [session.get_output(name) for name in names]
             timing = session.time_evaluate(job.number, job.repeat)
             return outputs, self._figure(timing)
         except (IoTimeoutError, TransportClosedError, SessionError, ProjectAPIError, OSError) as err:

@@ -47,6 +47,8 @@ def model_tasks(model_path: Path) -> List[KernelTask]:
         raise NotTunable(f"{path.name} does not take the integer kernels (docs/int8-kernels.md): nothing to tune")
     tasks: Dict[str, KernelTask] = {}
     for symbol, spec in builder.specs.items():
+        if not spec.kind:
+            continue  # a kernel whose builder has no table entry (qnn_choices) yet: nothing to tune
         sig = qnn_choices.signature(spec.kind, spec.params)
         if sig in tasks:
             tasks[sig].layers += 1

@@ -19,6 +19,7 @@ candidate image per task with its best-ranked unmeasured candidates (up to ``per
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
 import time
@@ -28,7 +29,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from . import space as space_mod
-from .image import candidate_image, random_inputs
+from .image import CHECKSUM_NAME, candidate_image
 from .records import Records, compiler_version, knobs_key
 from .runner import MeasureJob, Runner
 from .space import KernelTask
@@ -157,6 +158,34 @@ class Tuner:
         if cycles is not None and default:
             self.model.add(space_mod.features(state.task, knobs), cycles / default)
 
+    def learn_records(self, entries) -> int:
+        """Trains the cost model on records of other models or boards (``tvmc tune --prior-records``):
+        per signature, each successful record's ratio to that signature's untuned record. Returns
+        how many records it learned from."""
+        from ..compiler import qnn_choices
+
+        by_signature: Dict[str, Dict[str, float]] = {}
+        for entry in entries:
+            if entry.get("error") is None and entry.get("cycles"):
+                key = (entry["signature"], entry["board"])
+                by_signature.setdefault(key, {})[knobs_key(entry["knobs"])] = float(entry["cycles"])
+        learned = 0
+        for (signature, _), measured in by_signature.items():
+            kind, _, text = signature.partition(":")
+            try:
+                params = json.loads(text)
+                default = measured.get(knobs_key(qnn_choices.default_knobs(kind, params)))
+            except (ValueError, KeyError, TypeError):
+                continue  # a signature of another compiler version
+            if not default:
+                continue
+            task = KernelTask(signature, kind, params, -1, 1, [])
+            for key, cycles in measured.items():
+                self.model.add(space_mod.features(task, json.loads(key)), cycles / default)
+                learned += 1
+        self.model.fit()
+        return learned
+
     def _ranked(self, state: TaskState) -> List[dict]:
         left = state.unmeasured()
         order = {knobs_key(k): i for i, k in enumerate(state.task.candidates)}
@@ -171,10 +200,14 @@ class Tuner:
 
         image_dir = self.work_dir / "mlf"
         mlf = export_mlf(lowered, image_dir / f"{content}.tar", export_datetime="1970-01-01 00:00:00")
-        seed = int(content[:8], 16)
-        job = MeasureJob(task.signature, knob_sets, mlf, content, random_inputs(lowered, seed), self.number,
-                         self.repeat)
+        job = MeasureJob(task.signature, knob_sets, mlf, content, {}, self.number, self.repeat,
+                         check_outputs=[CHECKSUM_NAME])
         results = self.runner.run(job)
+        if len(knob_sets) > 2 and all(r.error is not None and "does not fit" in r.error for r in results):
+            # The flash does not hold them all: the same candidates in two smaller images.
+            half = (len(batch) + 1) // 2
+            self.log(f"tvmc tune: {len(knob_sets)} candidates do not fit one image; splitting")
+            return self._measure(state, batch[:half]) + self._measure(state, batch[half:])
         new = 0
         for knobs, result in zip(knob_sets, results):
             key = knobs_key(knobs)
@@ -213,8 +246,11 @@ class Tuner:
                 if cycles is not None:
                     self._learn(state, knobs, cycles)
         self.model.fit()
+        # --trials counts the records of earlier runs too: the same command resumes an interrupted
+        # session up to the same total, and once it is complete measures nothing.
+        recorded = sum(len(s.measured) for s in states)
         pending = sum(len(s.unmeasured()) for s in states)
-        budget = min(self.trials, pending)
+        budget = max(0, min(self.trials - recorded, pending))
         progress = Progress(budget) if self.show_progress else None
         used = 0
         states.sort(key=lambda s: -s.weight)
