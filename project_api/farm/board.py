@@ -15,8 +15,8 @@ client calls, in the session's own process (TVM forks one per session):
         kind "mlf": ``payload`` is a Model Library Format archive, generated and built here;
         kind "": the image must be cached here (has_image)
   ``mtp.farm.measure(inputs_npz, number, repeat)``  set the inputs, run once, read the outputs,
-        then ``Session.time_evaluate(number, repeat)``; JSON with the outputs (an .npz, base64)
-        and the timings
+        then ``Session.time_evaluate(number, repeat)``; JSON with the outputs by name (an .npz,
+        base64) and the timings
 
 Everything about the board goes through the Project API of its template (generate_project, build,
 flash, open_transport) and ``project_api.session.Session``, exactly as ``tvmc micro`` and
@@ -229,7 +229,7 @@ class BoardService:
             for name, value in inputs.items():
                 session.set_input(name, value)
             session.run()
-            outputs = {str(i): session.get_output(i) for i in range(len(session.get_info().outputs))}
+            outputs = {t.name: session.get_output(t.name) for t in session.get_info().outputs}
             timing = session.time_evaluate(number, repeat)
         except _link_errors() as err:
             from ..errors import DeviceError

@@ -20,7 +20,7 @@ def tuning_jobs(model_path: pathlib.Path, work_dir: pathlib.Path, images: int, p
     candidates each."""
     from ..compiler.mlf import export_mlf
     from ..tune import space
-    from ..tune.image import candidate_image, random_inputs
+    from ..tune.image import CHECKSUM_NAME, candidate_image
 
     tasks = space.model_tasks(pathlib.Path(model_path))
     tasks.sort(key=lambda t: -t.layers * space._macs(t.kind, t.params))
@@ -32,6 +32,8 @@ def tuning_jobs(model_path: pathlib.Path, work_dir: pathlib.Path, images: int, p
         lowered, content = candidate_image(pathlib.Path(model_path), task, knob_sets)
         mlf = export_mlf(lowered, pathlib.Path(work_dir) / "mlf" / f"{content}.tar",
                          export_datetime="1970-01-01 00:00:00")
-        jobs.append(MeasureJob(task.signature, knob_sets, mlf, content, random_inputs(lowered, int(content[:8], 16)),
-                               number, repeat))
+        # As the tuner makes them (Tuner._measure): the image makes its layer's inputs on the
+        # device and each candidate is checked by the checksum of its output.
+        jobs.append(MeasureJob(task.signature, knob_sets, mlf, content, {}, number, repeat,
+                               check_outputs=[CHECKSUM_NAME]))
     return jobs

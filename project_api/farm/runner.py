@@ -56,15 +56,17 @@ class Measurement:
 
 
 def figure(reply: dict) -> float:
-    """LocalRunner._figure on a board's reply: cycles when the timer counts them, else ns."""
+    """LocalRunner._figure on a board's reply: cycles when the timer counts them, else whole
+    nanoseconds (QEMU -icount shift=0: instructions)."""
     if reply.get("cycles") is not None:
-        return min(reply["cycles"])
-    return min(reply["results"]) * 1e9
+        return float(min(reply["cycles"]))
+    return float(round(min(reply["results"]) * 1e9))
 
 
-def _outputs(reply: dict) -> List[np.ndarray]:
+def _outputs(reply: dict, names: Optional[List[str]]) -> List[np.ndarray]:
+    """The outputs the job compares (``check_outputs``; all when None), in that order."""
     arrays = unpack_arrays(base64.b64decode(reply["outputs"]))
-    return [arrays[str(i)] for i in range(len(arrays))]
+    return [arrays[name] for name in (names or list(arrays))]
 
 
 def _digest(outputs: List[np.ndarray]) -> str:
@@ -98,6 +100,7 @@ class TrackerRunner(Runner):
         self.timeout = timeout
         self.build = build
         self.history: List[Measurement] = []
+        self._timer_unit: Optional[str] = None
         # Called on the board's worker thread before each candidate's measurement (as the
         # LocalRunner's on_measure: tests kill a board at a chosen moment).
         self.on_measure = on_measure
@@ -120,8 +123,15 @@ class TrackerRunner(Runner):
 
     @property
     def unit(self) -> str:
+        """What the figures count (as the LocalRunner's): known once a board reported its timer."""
+        if self._timer_unit is not None:
+            return self._timer_unit
+        return "instructions" if self._is_qemu else "cycles"
+
+    @property
+    def _is_qemu(self) -> bool:
         emulator = (self._board.emulator or {}) if self._board is not None else {}
-        return "instructions" if emulator.get("kind") == "qemu" else "cycles"
+        return emulator.get("kind") == "qemu"
 
     @property
     def boards_used(self) -> List[str]:
@@ -202,7 +212,12 @@ class TrackerRunner(Runner):
                 if self.on_measure is not None:
                     self.on_measure(self, board, job, index)
                 reply = self._measure(board, job, index)
-                return {"cycles": figure(reply) - baseline, "outputs": _outputs(reply), "error": None,
+                if reply.get("cycles") is not None:
+                    self._timer_unit = "cycles"
+                else:
+                    self._timer_unit = "instructions" if self._is_qemu else "ns"
+                return {"cycles": figure(reply) - baseline,
+                        "outputs": _outputs(reply, getattr(job, "check_outputs", None)), "error": None,
                         "attempts": attempts, "board": board.name}
             except _LinkLost as lost:
                 error = f"board lost during the measurement ({lost})"
