@@ -13,7 +13,7 @@ printed apart); each board starts with an empty image cache, so every board coun
 image transfers and flashes. Also: that every board count gives the same records and
 bit-identical outputs.
 
-    python bench/farm.py [--images 4] [--per-image 6] [--boards 1 2 4]
+    python bench/farm.py [--images 6] [--per-image 6] [--boards 1 2 4]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ BOARD = "mps2_an386"
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=4, help="candidate images in the job (default 4)")
+    parser.add_argument("--images", type=int, default=6, help="candidate images in the job (default 6: every KWS kernel)")
     parser.add_argument("--per-image", type=int, default=6, help="candidates per image (default 6)")
     parser.add_argument("--boards", type=int, nargs="+", default=[1, 2, 4], help="board counts (default 1 2 4)")
     args = parser.parse_args()

@@ -151,9 +151,12 @@ class BoardPool:
 
     # -- work ------------------------------------------------------------------------------
     def run(self, tasks: Sequence[T], work: Callable[[RemoteBoard, T], R],
-            give_up: Callable[[T, str], R]) -> List[R]:
+            give_up: Callable[[T, str], R],
+            choose: Optional[Callable[[RemoteBoard, List[int]], int]] = None) -> List[R]:
         """``work(board, task)`` for every task on some live board; results in task order.
-        ``give_up(task, reason)`` is the result of a task no board could finish."""
+        ``give_up(task, reason)`` is the result of a task no board could finish. ``choose(board,
+        pending)`` picks which pending task index a free board takes (default: the first), or None:
+        this board waits until a task finishes (taking one would cost more than it saves)."""
         results: List[Optional[R]] = [None] * len(tasks)
         done = [False] * len(tasks)
         pending = deque(range(len(tasks)))
@@ -180,9 +183,13 @@ class BoardPool:
                 with cond:
                     while not pending and not all(done) and not board.lost:
                         cond.wait(POLL_SEC)
-                    if all(done) or board.lost or not pending:
+                    if all(done) or board.lost:
                         return
-                    index = pending.popleft()
+                    index = pending[0] if choose is None else choose(board, list(pending))
+                    if index is None:
+                        cond.wait(POLL_SEC)  # woken when a task finishes; then it looks again
+                        continue
+                    pending.remove(index)
                     busy[id(board)] = (index, time.monotonic(), board)
                 try:
                     result, lost = work(board, tasks[index]), None

@@ -7,7 +7,9 @@ The runner builds the image once, here, with the board's template through the Pr
 build cache is ``work_dir/images/<image_hash>``, as the LocalRunner's), and spreads the job's
 candidates over every free board under the key (``BoardPool``): each board is sent the built
 project once (``mtp.farm.load``; a board that already holds the image is sent nothing), measures
-its timing baseline (selector -1) once per image, and then one candidate after another. With
+its timing baseline (selector -1) once per image, and then one candidate after another; a free
+board takes a candidate of the image it runs, else of an image nobody has started, else helps the
+image with most candidates left (``run_many``: images in parallel, one flash each). With
 ``build="board"`` the boards build from the MLF themselves (hosts without a toolchain here).
 
 The figures follow the LocalRunner exactly: per candidate, the minimum over ``repeat`` of the
@@ -29,6 +31,7 @@ import json
 import logging
 import pathlib
 import shutil
+import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -101,6 +104,9 @@ class TrackerRunner(Runner):
         self.build = build
         self.history: List[Measurement] = []
         self._timer_unit: Optional[str] = None
+        # Wall time of loads (send + flash + session start) and measurements so far: when one
+        # more board should join an image (choose() in run_many).
+        self._durations: Dict[str, List[float]] = {"load": [], "measure": []}
         # Called on the board's worker thread before each candidate's measurement (as the
         # LocalRunner's on_measure: tests kill a board at a chosen moment).
         self.on_measure = on_measure
@@ -169,9 +175,17 @@ class TrackerRunner(Runner):
                 cache[job.image_hash] = ("project", pack_project(self._built_project(job)))
         return cache[job.image_hash]
 
+    def _mean(self, what: str) -> float:
+        """Mean wall time of a load or a measurement; before any: a load counts as 5 measurements."""
+        durations = self._durations[what][-50:]
+        if durations:
+            return sum(durations) / len(durations)
+        return 5.0 if what == "load" else 1.0
+
     def _load(self, board: RemoteBoard, job: MeasureJob, payloads) -> None:
         if board.loaded == job.image_hash:
             return
+        started = time.monotonic()
         board.loaded = None
         if int(board.call("mtp.farm.has_image", job.image_hash)):
             kind, payload = "", b""
@@ -185,12 +199,15 @@ class TrackerRunner(Runner):
             raise _ImageFailed(reply["error"])
         board.loaded = job.image_hash
         board.state.pop(("baseline", job.image_hash), None)
+        self._durations["load"].append(time.monotonic() - started)
         with self.pool._lock:
             self.stats.flashes += 1
 
     def _measure(self, board: RemoteBoard, job: MeasureJob, selector: int) -> dict:
         inputs = {SELECTOR_INPUT: np.array([selector], np.int32), **job.inputs}
+        started = time.monotonic()
         reply = json.loads(board.call("mtp.farm.measure", bytearray(pack_arrays(inputs)), job.number, job.repeat))
+        self._durations["measure"].append(time.monotonic() - started)
         if reply.get("error"):
             if reply.get("link_lost"):
                 board.loaded = None
@@ -247,10 +264,40 @@ class TrackerRunner(Runner):
             job_index, index = task
             return self._candidate(board, jobs[job_index], index, payloads)
 
+        claimed: Dict[str, set] = {}  # image hash -> the boards (names) that took one of its candidates
+
+        def choose(board, pending):
+            """Fewest flashes: a candidate of the image the board runs; else of an image no board
+            has taken yet; else help the image with the most candidates left, when what its boards
+            save by sharing them beats one more load (else None: the board waits)."""
+            image = lambda i: jobs[tasks[i][0]].image_hash  # noqa: E731
+            live = {b.name for b in self.pool.live}
+            for names in claimed.values():  # a lost board helps nobody
+                names &= live
+            own = [i for i in pending if image(i) == board.loaded]
+            if own:
+                chosen = own[0]
+            else:
+                fresh = [i for i in pending if not claimed.get(image(i))]
+                if fresh:
+                    chosen = fresh[0]
+                else:
+                    left: Dict[str, int] = {}
+                    for i in pending:
+                        left[image(i)] = left.get(image(i), 0) + 1
+                    busiest = max(left, key=lambda h: (left[h], -min(i for i in pending if image(i) == h)))
+                    helpers = max(len(claimed[busiest]), 1)
+                    saved = left[busiest] * self._mean("measure") / (helpers * (helpers + 1))
+                    if saved < self._mean("load"):
+                        return None
+                    chosen = next(i for i in pending if image(i) == busiest)
+            claimed.setdefault(image(chosen), set()).add(board.name)
+            return chosen
+
         def give_up(task, reason):
             return {"cycles": None, "outputs": None, "error": f"not measured: {reason}", "attempts": 0, "board": None}
 
-        measured = dict(zip(tasks, self.pool.run(tasks, work, give_up)))
+        measured = dict(zip(tasks, self.pool.run(tasks, work, give_up, choose)))
         all_results = []
         for job_index, job in enumerate(jobs):
             reference = measured.get((job_index, 0), {}).get("outputs")
