@@ -97,10 +97,15 @@ def main() -> int:
           f"and the board servers, Project API servers and this client share the same {cores} cores; at "
           f"{max(args.boards)} boards on {cores} cores the boards queue for CPU. Per-board efficiency at "
           f"{fitting[-1][0] if fitting else 1} boards: {eff:.2f}.")
+    images = len(jobs)
     for count in (4, 8, 16):
+        note = "" if count <= images else f" (needs a job of >= {count} images; this one has {images})"
         print(f"projection, a host with >= {count + 1} cores and {count} boards: ~{base * count * eff:.2f} trials/s "
-              f"({count * eff:.1f}x one board); real boards on their own hosts scale the same way, "
-              "bounded by the tuner host's builds")
+              f"({count * eff:.1f}x one board){note}")
+    per_image = build_sec / images
+    print(f"the tuner host's builds: {per_image:.1f} s per image here, {trials / build_sec:.2f} trials/s at most "
+          f"while they run one after another on this host (measured above: images built beforehand); past that, "
+          "builds are the limit: build on the board hosts (TrackerRunner(build='board')) or a bigger tuner host")
     return 0 if all(row[4] and not row[3] for row in rows) else 1
 
 

@@ -44,12 +44,12 @@ import sys
 import tarfile
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
 
 from . import FarmError
-from .address import Address, parse_address
+from .address import parse_address
 
 _LOG = logging.getLogger("project_api.farm.board")
 

@@ -19,7 +19,7 @@ import threading
 from typing import List, Optional
 
 from .address import Address
-from .processes import BoardServerProcess, FarmProcessError, TrackerProcess
+from .processes import BoardServerProcess, TrackerProcess
 
 
 class EmulatedFarm:
@@ -50,7 +50,7 @@ class EmulatedFarm:
 
     def add_boards(self, count: int, wait_tracker: bool = False) -> List[BoardServerProcess]:
         """Start ``count`` more board servers in parallel (each imports TVM: seconds; they do so
-        while the tracker starts)."""
+        while the tracker starts, with ``wait_tracker``)."""
         new = []
         for _ in range(count):
             work_dir = tempfile.mkdtemp(prefix=f"farm-{self.board}-{len(self.boards) + len(new)}-")
@@ -58,28 +58,14 @@ class EmulatedFarm:
             new.append(BoardServerProcess(self.tracker, self.key, self.board, extra_args=[
                 "--run-timeout", str(self.run_timeout_sec), "--work-dir", work_dir]))
         self.boards += new
-        errors: List[BaseException] = []
-
-        def start(board):
-            try:
-                board.start()
-            except BaseException as err:  # reported below, after every start has ended
-                errors.append(err)
-
-        threads = [threading.Thread(target=start, args=(b,), daemon=True) for b in new]
-        for thread in threads:
-            thread.start()
+        # Spawned from this thread (so they die with it: PR_SET_PDEATHSIG), then waited for
+        # together: they start in parallel.
+        for board in new:
+            board.launch()
         if wait_tracker:
-            try:
-                self.tracker_process.wait_ready()
-            except BaseException as err:
-                errors.append(err)
-        for thread in threads:
-            thread.join(new[0].start_timeout_sec + 30)
-        if errors:
-            raise errors[0]
-        if any(thread.is_alive() for thread in threads):
-            raise FarmProcessError("a board server did not start in time")
+            self.tracker_process.wait_ready()
+        for board in new:
+            board.wait_registered()
         return new
 
     def work_dir(self, index: int) -> str:

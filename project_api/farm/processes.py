@@ -229,9 +229,9 @@ class BoardServerProcess(FarmProcess):
         self.requested_port = port
         self.extra_args = list(extra_args)
 
-    def start(self) -> str:
+    def launch(self) -> None:
+        """Spawn the server without waiting for it to register (``wait_registered``)."""
         from ..emulators.qemu import free_local_port
-        from .tracker import registered_servers
 
         self._check_not_started()
         port = self.requested_port or free_local_port()
@@ -241,14 +241,21 @@ class BoardServerProcess(FarmProcess):
         self._spawn_python()
         self.port = port
 
+    def wait_registered(self) -> str:
+        from .tracker import registered_servers
+
         def registered():
             try:
-                return (self.host, port) in registered_servers(self.tracker, self.key)
+                return (self.host, self.port) in registered_servers(self.tracker, self.key)
             except FarmError:
                 return False
 
         self._wait_until(registered, f"registered with the tracker at {self.tracker} under key {self.key!r}")
-        return f"{self.host}:{port}"
+        return f"{self.host}:{self.port}"
+
+    def start(self) -> str:
+        self.launch()
+        return self.wait_registered()
 
     @property
     def serial_url(self) -> str:  # the base class's name for "where it listens"

@@ -40,7 +40,7 @@ from ..tune.runner import BASELINE_SELECTOR, SELECTOR_INPUT, MeasureJob, Measure
 from . import FarmError
 from .address import Address, parse_address
 from .board import pack_arrays, pack_project, unpack_arrays
-from .pool import BoardLost, BoardPool, RemoteBoard
+from .pool import BoardPool, RemoteBoard
 
 _LOG = logging.getLogger("project_api.farm")
 
