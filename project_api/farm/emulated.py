@@ -16,7 +16,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from .address import Address
 from .processes import BoardServerProcess, TrackerProcess
@@ -24,13 +24,14 @@ from .processes import BoardServerProcess, TrackerProcess
 
 class EmulatedFarm:
     def __init__(self, boards: int = 2, board: str = "mps2_an386", key: Optional[str] = None,
-                 run_timeout_sec: float = 30.0):
+                 run_timeout_sec: float = 30.0, serve_args: Sequence[str] = ()):
         if boards < 1:
             raise ValueError(f"an emulated farm needs at least one board, not {boards}")
         self.count = boards
         self.board = board
         self.key = key or board
         self.run_timeout_sec = run_timeout_sec
+        self.serve_args = list(serve_args)  # more `serve` arguments, e.g. --project-option build_tool=...
         self.tracker_process = TrackerProcess("127.0.0.1")
         self.boards: List[BoardServerProcess] = []
         self._work_dirs: List[str] = []  # each board's image cache, removed at stop
@@ -56,7 +57,7 @@ class EmulatedFarm:
             work_dir = tempfile.mkdtemp(prefix=f"farm-{self.board}-{len(self.boards) + len(new)}-")
             self._work_dirs.append(work_dir)
             new.append(BoardServerProcess(self.tracker, self.key, self.board, extra_args=[
-                "--run-timeout", str(self.run_timeout_sec), "--work-dir", work_dir]))
+                "--run-timeout", str(self.run_timeout_sec), "--work-dir", work_dir, *self.serve_args]))
         self.boards += new
         # Spawned from this thread (so they die with it: PR_SET_PDEATHSIG), then waited for
         # together: they start in parallel.

@@ -31,6 +31,7 @@ import json
 import logging
 import pathlib
 import shutil
+import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -344,7 +345,7 @@ def tracker_runner(args, work_dir: pathlib.Path) -> TrackerRunner:
         runner = TrackerRunner(args.rpc_tracker, args.rpc_key, work_dir, project_options=options,
                                platform=getattr(args, "platform", None),
                                template_dir=getattr(args, "template_dir", None), timeout=args.timeout,
-                               log=lambda text: print(text, flush=True, file=__import__("sys").stderr))
+                               log=lambda text: print(text, flush=True, file=sys.stderr))
     except FarmError as err:
         raise TVMCError(str(err)) from None
     if options.get("board") not in (None, runner.board):
