@@ -200,3 +200,45 @@ def test_tvmc_tune_on_the_farm(farm, tmp_path):
     assert len(entries) == 3
     assert all(e["board"] == "mps2_an386" and e["unit"] == "instructions" and e["error"] is None
                and e["cycles"] > 0 for e in entries), entries
+
+
+needs_avr_tools = pytest.mark.skipif(
+    not (__import__("shutil").which("arduino-builder") and __import__("shutil").which("avr-gcc")
+         and os.path.isdir("/usr/share/arduino/hardware/arduino/avr")
+         and os.path.exists("/usr/include/simavr/sim_avr.h")),
+    reason="needs apt-get install gcc-avr avr-libc arduino-builder arduino-core-avr simavr libsimavr-dev")
+
+
+@needs_tornado
+@needs_avr_tools
+def test_a_simavr_board_registers_the_same_way(farm, tmp_path_factory):
+    """An emulated Arduino Mega (simavr) on the same tracker under its own key: the board host
+    builds the sketch from the MLF itself (kind "mlf"), and its outputs equal the host build's."""
+    import base64
+    import json
+
+    import numpy as np
+
+    from project_api.compiler.native import run_native
+    from project_api.farm.board import pack_arrays, unpack_arrays
+    from project_api.farm.pool import RemoteBoard
+    from project_api.farm.processes import BoardServerProcess
+    from project_api.farm.tracker import request_board
+    from project_helpers import compiled_mlf
+
+    mlf = compiled_mlf(tmp_path_factory, "tflm_hello_world_int8.tflite")
+    work_dir = tmp_path_factory.mktemp("avr-board")
+    server = BoardServerProcess(farm.tracker, "mega2560_simavr", "mega2560_simavr", extra_args=[
+        "--project-option", "build_tool=arduino-builder", "--work-dir", str(work_dir)])
+    with server:
+        board = RemoteBoard(request_board(farm.tracker, "mega2560_simavr"))
+        assert (board.board, board.platform) == ("mega2560_simavr", "arduino")
+        loaded = json.loads(board.call("mtp.farm.load", "hello-avr", "mlf", bytearray(mlf.read_bytes()), "{}"))
+        assert loaded.get("done") == "built", loaded
+        x = np.array([[5]], np.int8)
+        reply = json.loads(board.call("mtp.farm.measure", bytearray(pack_arrays({loaded["inputs"][0]: x})), 2, 2))
+        outputs = unpack_arrays(base64.b64decode(reply["outputs"]))
+        assert np.array_equal(outputs[loaded["outputs"][0]], run_native(mlf, {loaded["inputs"][0]: x})[0])
+        assert reply["cycles"] and min(reply["cycles"]) > 1000  # simavr counts cycles
+        board.close()
+    assert _processes_mentioning(str(work_dir)) == []

@@ -148,34 +148,33 @@ class BoardService:
             return project, "cached"
         if kind not in ("project", "mlf"):
             raise FarmError(f"image {image_hash} is not on board {self.config.board}: send it (kind 'project' or 'mlf')")
-        staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{_safe_name(image_hash)}-", dir=self._images()))
+        # Built under a temporary parent, in a folder of the final name (Arduino names the sketch
+        # after its folder), then moved into place: a killed session leaves no half image.
+        scratch = pathlib.Path(tempfile.mkdtemp(prefix=".staging-", dir=self._images()))
+        staging = scratch / project.name
         try:
             if kind == "project":
+                staging.mkdir()
                 _extract(payload, staging)
                 done = "received"
             else:
-                mlf = staging.parent / f"{staging.name}.model.tar"
+                mlf = scratch / "model.tar"
                 mlf.write_bytes(payload)
-                try:
-                    shutil.rmtree(staging)  # generate_project wants to create the directory itself
-                    if self.config.template_dir:
-                        template = client.instantiate_from_dir(self.config.template_dir)
-                    else:
-                        template = client.instantiate_from_template(self.config.platform)
-                    with template as api:
-                        api.generate_project(mlf, None, staging, options)
-                    with client.instantiate_from_dir(staging) as api:
-                        api.build(options)
-                finally:
-                    mlf.unlink(missing_ok=True)
+                if self.config.template_dir:
+                    template = client.instantiate_from_dir(self.config.template_dir)
+                else:
+                    template = client.instantiate_from_template(self.config.platform)
+                with template as api:
+                    api.generate_project(mlf, None, staging, options)
+                with client.instantiate_from_dir(staging) as api:
+                    api.build(options)
                 done = "built"
             (staging / BUILT_STAMP).write_text(image_hash)
             if project.exists():  # a half-written one from a session that was killed
                 shutil.rmtree(project, ignore_errors=True)
             os.replace(staging, project)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         return project, done
 
     def load(self, image_hash: str, kind: str, payload: bytes, client_options: dict) -> dict:
