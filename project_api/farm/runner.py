@@ -269,8 +269,8 @@ class TrackerRunner(Runner):
 
         def choose(board, pending):
             """Fewest flashes: a candidate of the image the board runs; else of an image no board
-            has taken yet; else help the image with the most candidates left, when what its boards
-            save by sharing them beats one more load (else None: the board waits)."""
+            has taken yet; else help the image with the most candidates left, when that ends it
+            sooner despite one more load (else None: the board waits)."""
             image = lambda i: jobs[tasks[i][0]].image_hash  # noqa: E731
             live = {b.name for b in self.pool.live}
             for names in claimed.values():  # a lost board helps nobody
@@ -287,9 +287,10 @@ class TrackerRunner(Runner):
                     for i in pending:
                         left[image(i)] = left.get(image(i), 0) + 1
                     busiest = max(left, key=lambda h: (left[h], -min(i for i in pending if image(i) == h)))
+                    # With h boards on it the image ends in left*M/h; one more board that first
+                    # loads it (L) ends it sooner exactly when left*M > h*L.
                     helpers = max(len(claimed[busiest]), 1)
-                    saved = left[busiest] * self._mean("measure") / (helpers * (helpers + 1))
-                    if saved < self._mean("load"):
+                    if left[busiest] * self._mean("measure") <= helpers * self._mean("load"):
                         return None
                     chosen = next(i for i in pending if image(i) == busiest)
             claimed.setdefault(image(chosen), set()).add(board.name)
