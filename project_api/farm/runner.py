@@ -309,6 +309,8 @@ class TrackerRunner(Runner):
                              {"cycles": None, "outputs": None, "attempts": 1, "board": None,
                               "error": failed_jobs.get(job_index, "not measured")})
                 outputs = entry["outputs"]
+                if entry["error"] is None and index > 0 and reference is None:  # as the LocalRunner
+                    entry["error"] = "not checked: the untuned kernel (the reference) failed in this image"
                 if (entry["error"] is None and index > 0 and reference is not None
                         and any(not np.array_equal(a, b) for a, b in zip(outputs, reference))):
                     entry["error"], entry["cycles"] = "output differs from the untuned kernel's", None
