@@ -237,8 +237,9 @@ def test_a_simavr_board_registers_the_same_way(farm, tmp_path_factory):
         assert loaded.get("done") == "built", loaded
         x = np.array([[5]], np.int8)
         reply = json.loads(board.call("mtp.farm.measure", bytearray(pack_arrays({loaded["inputs"][0]: x})), 2, 2))
+        assert "error" not in reply, reply
         outputs = unpack_arrays(base64.b64decode(reply["outputs"]))
         assert np.array_equal(outputs[loaded["outputs"][0]], run_native(mlf, {loaded["inputs"][0]: x})[0])
-        assert reply["cycles"] and min(reply["cycles"]) > 1000  # simavr counts cycles
+        assert reply["cycles"] and min(reply["cycles"]) > 1000, reply  # simavr counts cycles
         board.close()
-    assert _processes_mentioning(str(work_dir)) == []
+    assert _processes_mentioning(str(work_dir)) == [], "the simulator outlived its board server"
