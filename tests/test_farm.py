@@ -9,6 +9,7 @@ The farm is started once for the module (a tracker and three board servers: ~20 
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,17 @@ def _processes_mentioning(text: str):
         if text in cmdline and state != b"Z":
             found.append((int(entry), cmdline))
     return found
+
+
+def _left_running(text: str, within_sec: float = 5.0):
+    """The processes mentioning ``text`` still there after ``within_sec`` (a SIGKILLed process
+    takes a moment to be gone from /proc): what was really left running."""
+    deadline = time.monotonic() + within_sec
+    while True:
+        found = _processes_mentioning(text)
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
 
 
 def _our_processes():
@@ -89,7 +101,7 @@ def farm():
         yield farm
     assert _our_processes() == [], "the farm left processes running"
     for index in range(len(farm.boards)):
-        assert _processes_mentioning(farm.work_dir(index)) == [], "an emulator outlived its board server"
+        assert _left_running(farm.work_dir(index)) == [], "an emulator outlived its board server"
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +193,7 @@ def test_a_board_killed_mid_job_changes_no_record(farm, kws_jobs, work_dir):
                                               for a, b in zip(ja, jb)]
     assert outputs == reference_outputs
     # The killed board left nothing behind: no server, session process, Project API server or QEMU.
-    assert _processes_mentioning(farm.work_dir(1)) == []
+    assert _left_running(farm.work_dir(1)) == []
     assert not farm.boards[1].running
 
 
@@ -242,4 +254,4 @@ def test_a_simavr_board_registers_the_same_way(farm, tmp_path_factory):
         assert np.array_equal(outputs[loaded["outputs"][0]], run_native(mlf, {loaded["inputs"][0]: x})[0])
         assert reply["cycles"] and min(reply["cycles"]) > 1000, reply  # simavr counts cycles
         board.close()
-    assert _processes_mentioning(str(work_dir)) == [], "the simulator outlived its board server"
+    assert _left_running(str(work_dir)) == [], "the simulator outlived its board server"

@@ -257,6 +257,11 @@ class BoardServerProcess(FarmProcess):
         self.launch()
         return self.wait_registered()
 
+    def stop(self, grace_sec: float = 8.0):
+        """SIGTERM, then SIGKILL after ``grace_sec``: the server needs a few seconds to stop its
+        sessions, their Project API servers and emulators (it gives them 3 s) before it exits."""
+        return super().stop(grace_sec)
+
     @property
     def serial_url(self) -> str:  # the base class's name for "where it listens"
         return f"{self.host}:{self.port}"
