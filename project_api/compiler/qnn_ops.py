@@ -229,9 +229,17 @@ def quantize_float(count: int, scale: float, zero_point: int):
     data = te.placeholder((count,), "float32", name="input")
 
     def value(i):
-        scaled = data[i] / tirx.const(np.float32(scale), "float32")
-        rounded = tirx.call_pure_extern("float32", "roundf", scaled) + tirx.const(float(zero_point), "float32")
-        return tirx.max(tirx.min(rounded, tirx.const(127.0, "float32")), tirx.const(-128.0, "float32")).astype("int8")
+        # roundf in arithmetic, not a call: avr-libc's <math.h> makes roundf a macro for the double
+        # round(), so the declaration TVM emits for an extern would conflict there. Clamped first so
+        # the truncating cast is defined; x - trunc(x) is exact in float32, so this is roundf exactly.
+        limit = tirx.const(1.0e9, "float32")
+        scaled = tirx.max(tirx.min(data[i] / tirx.const(np.float32(scale), "float32"), limit), -limit)
+        truncated = scaled.astype(I32)
+        fraction = scaled - truncated.astype("float32")
+        away = tirx.Select(fraction >= tirx.const(0.5, "float32"), _i32(1),
+                           tirx.Select(fraction <= tirx.const(-0.5, "float32"), _i32(-1), _i32(0)))
+        rounded = truncated + away + _i32(zero_point)
+        return tirx.max(tirx.min(rounded, _i32(127)), _i32(-128)).astype("int8")
 
     out = te.compute((count,), value, name="output")
     return te.create_prim_func([data, out])
