@@ -13,7 +13,7 @@ against it, so the table cannot drift from the code.
 from __future__ import annotations
 
 import difflib
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 # The builtin operators the tflite-micro PyPI interpreter registers (its op resolver's list: the
 # Register_* functions of tflite_micro/python/tflite_micro/_runtime.so, version 0.dev20261023),

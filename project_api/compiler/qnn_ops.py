@@ -554,8 +554,6 @@ def _prelu(graph, op):
 
 
 def _mean(graph, op):
-    import tflite
-
     (data, axis_tensor), (output,) = _io(graph, op)
     _qnn()._check_int8(data, output)
     axes = sorted({a % len(data.shape) for a in _constant_ints(axis_tensor)})

@@ -50,6 +50,7 @@ import numpy as np
 
 from . import FarmError
 from .address import parse_address
+from ..tune.runner import close_board
 
 _LOG = logging.getLogger("project_api.farm.board")
 
@@ -210,14 +211,7 @@ class BoardService:
         session, self._session = self._session, None
         api, self._api = self._api, None
         self._loaded = None
-        try:
-            if session is not None:
-                session.close()
-        except Exception as err:  # the board may be gone already; the server must still stop
-            _LOG.debug("closing the session: %s", err)
-        finally:
-            if api is not None:
-                api.close()
+        close_board(session, api)
 
     # -- measuring ---------------------------------------------------------------------------
     def measure(self, inputs: Dict[str, np.ndarray], number: int, repeat: int) -> dict:

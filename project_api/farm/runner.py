@@ -30,14 +30,13 @@ import hashlib
 import json
 import logging
 import pathlib
-import shutil
 import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..tune.runner import BASELINE_SELECTOR, SELECTOR_INPUT, MeasureJob, MeasureResult, Runner
+from ..tune.runner import BASELINE_SELECTOR, SELECTOR_INPUT, MeasureJob, MeasureResult, Runner, build_image
 from . import FarmError
 from .address import Address, parse_address
 from .board import pack_arrays, pack_project, unpack_arrays
@@ -147,25 +146,9 @@ class TrackerRunner(Runner):
     # -- images ------------------------------------------------------------------------------
     def _built_project(self, job: MeasureJob) -> pathlib.Path:
         """The job's image built here once (cached by content hash, like the LocalRunner's)."""
-        from .. import client
-
         project = self.work_dir / "images" / job.image_hash
-        stamp = project / ".tune-built"
-        if stamp.is_file():
-            return project
-        if project.exists():
-            shutil.rmtree(project)  # an interrupted generation or build
-        project.parent.mkdir(parents=True, exist_ok=True)
-        if self.template_dir is not None:
-            template = client.instantiate_from_dir(self.template_dir)
-        else:
-            template = client.instantiate_from_template(self.platform)
-        with template as api:
-            api.generate_project(job.mlf_path, None, project, self.options)
-        with client.instantiate_from_dir(project) as api:
-            api.build(self.options)
-        stamp.write_text(job.image_hash)
-        self.stats.builds += 1
+        if build_image(job, project, self.platform, self.template_dir, self.options):
+            self.stats.builds += 1
         return project
 
     def _payload(self, job: MeasureJob, cache: Dict[str, Tuple[str, bytes]]) -> Tuple[str, bytes]:

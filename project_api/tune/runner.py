@@ -193,25 +193,9 @@ class LocalRunner(Runner):
         return self.work_dir / "images" / job.image_hash
 
     def _build(self, job: MeasureJob) -> pathlib.Path:
-        from .. import client
-
         project = self._project_dir(job)
-        firmware_stamp = project / ".tune-built"
-        if firmware_stamp.is_file():
-            return project  # same content: never rebuilt
-        if project.exists():
-            shutil.rmtree(project)  # an interrupted generation or build
-        project.parent.mkdir(parents=True, exist_ok=True)
-        if self.template_dir is not None:
-            template = client.instantiate_from_dir(self.template_dir)
-        else:
-            template = client.instantiate_from_template(self.template)
-        with template as api:
-            api.generate_project(job.mlf_path, None, project, self.options)
-        with client.instantiate_from_dir(project) as api:
-            api.build(self.options)
-        firmware_stamp.write_text(job.image_hash)
-        self.stats.builds += 1
+        if build_image(job, project, self.template, self.template_dir, self.options):
+            self.stats.builds += 1
         return project
 
     def _flash_and_open(self, project: pathlib.Path) -> None:
@@ -232,14 +216,7 @@ class LocalRunner(Runner):
         api, self._api = self._api, None
         self._loaded_hash = None
         self._inputs_sent = False
-        try:
-            if session is not None:
-                session.close()
-        except Exception as err:  # the board may be gone already; the server must still stop
-            _LOG.debug("closing the session: %s", err)
-        finally:
-            if api is not None:
-                api.close()
+        close_board(session, api)
 
     def _load(self, job: MeasureJob) -> None:
         if self._loaded_hash == job.image_hash and self._session is not None:
@@ -343,3 +320,37 @@ def runner_for(args, work_dir: pathlib.Path) -> Runner:
 
 __all__ = ["MeasureJob", "MeasureResult", "Runner", "RunnerStats", "LocalRunner", "runner_for", "file_hash",
            "SELECTOR_INPUT", "BASELINE_SELECTOR"]
+
+
+def build_image(job: MeasureJob, project: pathlib.Path, platform: str, template_dir: Optional[pathlib.Path],
+                options: dict) -> bool:
+    """Generate and build the job's image into ``project`` unless a finished build of the same
+    content is there (the content hash names the folder). True when it built."""
+    from .. import client
+
+    firmware_stamp = project / ".tune-built"
+    if firmware_stamp.is_file():
+        return False  # same content: never rebuilt
+    if project.exists():
+        shutil.rmtree(project)  # an interrupted generation or build
+    project.parent.mkdir(parents=True, exist_ok=True)
+    template = client.instantiate_from_dir(template_dir) if template_dir is not None \
+        else client.instantiate_from_template(platform)
+    with template as api:
+        api.generate_project(job.mlf_path, None, project, options)
+    with client.instantiate_from_dir(project) as api:
+        api.build(options)
+    firmware_stamp.write_text(job.image_hash)
+    return True
+
+
+def close_board(session, api) -> None:
+    """Close a board's session, then stop its project's server even when the session cannot close."""
+    try:
+        if session is not None:
+            session.close()
+    except Exception as err:  # the board may be gone already; the server must still stop
+        _LOG.debug("closing the session: %s", err)
+    finally:
+        if api is not None:
+            api.close()
