@@ -278,3 +278,38 @@ def test_frozen_qemu_during_a_long_time_evaluate_is_noticed_in_seconds(mlp_mlf, 
         pid = qemu.pid
     check_frozen_error(error, elapsed, batch_sec, repeat, timeouts)
     assert not qemu.running and not pathlib.Path(f"/proc/{pid}").exists()
+
+
+def _rpc_test_firmware(dest: pathlib.Path, board_name: str = "mps2_an386") -> pathlib.Path:
+    """The device runtime with the RPC test model (11,200-byte float tensors) on the board layer,
+    built with the template's Makefile as bench/rpc.py builds its QEMU device."""
+    from rpc_test_device import RUNTIME_DIR, TEST_MODEL, runtime_sources
+
+    SERVER.write_board_files(boards.get_board(board_name, "cortex_m"), dest / "board", warning_as_error=True)
+    sources = ["src/main_host_driven.c", "src/platform.c", *map(str, runtime_sources()), str(TEST_MODEL)]
+    subprocess.run(["make", "-s", "-C", str(TEMPLATE_DIR), f"BOARD_DIR={dest / 'board'}", f"BUILD_DIR={dest / 'build'}",
+                    f"APP_SRCS={' '.join(sources)}", f"EXTRA_CFLAGS=-I{RUNTIME_DIR / 'include'}"],
+                   check=True, stdout=subprocess.DEVNULL)
+    return dest / "build" / "firmware.elf"
+
+
+def test_large_set_input_over_qemu_uart_completes_without_a_pile_of_resends(tmp_path):
+    """Host-driven VWW (27,648 B of input) timed out in WRITE_INPUT on QEMU: the UART socket takes
+    a request at once and the guest drains it at a pace that swings with the machine's load, so
+    when it slowed, needless resends queued up behind each other. 33,600 bytes in 9 requests
+    through the template's own timeouts must arrive intact, with a few resends at most, in a
+    bounded time (the transfer itself takes 1-4 s here)."""
+    elf = _rpc_test_firmware(tmp_path / "fw")
+    data = np.random.default_rng(5).standard_normal((4, 700)).astype(np.float32)
+    with QemuMachine(SERVER.qemu_machine(boards.get_board("mps2_an386", "cortex_m")), elf) as qemu:
+        transport = SerialTransport(qemu.serial_url, timeouts=SERVER.Handler.TIMEOUTS)
+        with Session(transport) as sess:
+            start = time.monotonic()
+            for k in range(3):
+                sess.set_input(0, data + k)
+            elapsed = time.monotonic() - start
+            resends = sess.commands.resends
+            sess.run()
+            np.testing.assert_array_equal(sess.get_output(0), 2 * (data + 2) + 1)
+    assert resends <= 3, resends
+    assert elapsed < 15, elapsed

@@ -5,6 +5,8 @@ import os
 import pty
 import socket
 import subprocess
+import threading
+import time
 import tty
 
 import numpy as np
@@ -146,3 +148,71 @@ def test_long_runs_are_not_flooded_with_resends(test_device):
         resends = sess.commands.resends - before
     assert timing.mean * number > 0.3, "the batches were too short to show anything"
     assert resends < 2 * 30, resends  # about 8 + the ramp up per batch; 0.01 s apart it were ~200
+
+
+class QueueingTransport(SubprocessTransport):
+    """The device program behind a buffer that takes every write at once and passes it on at
+    `rate` bytes a second, as QEMU's UART socket does (the socket swallows a request; the guest
+    drains it a byte per emulator wake-up, at a pace that swings with the machine's load)."""
+
+    def __init__(self, argv, rate, timeouts):
+        super().__init__(argv, timeouts=timeouts)
+        self.rate = rate
+        self._queue = bytearray()
+        self._lock = threading.Condition()
+        self._stop = False
+        self._feeder = threading.Thread(target=self._feed, daemon=True)
+
+    def open(self):
+        super().open()
+        self._feeder.start()
+
+    def close(self):
+        with self._lock:
+            self._stop = True
+            self._lock.notify()
+        self._feeder.join(5)
+        super().close()
+
+    def write(self, data, timeout_sec):
+        with self._lock:
+            self._queue += data
+            self._lock.notify()
+
+    def _feed(self):
+        while True:
+            with self._lock:
+                while not self._queue and not self._stop:
+                    self._lock.wait()
+                if self._stop:
+                    return
+                piece = bytes(self._queue[:256])
+                del self._queue[:256]
+            time.sleep(len(piece) / self.rate)
+            super().write(piece, 5)
+
+
+def test_a_slower_link_does_not_pile_up_needless_resends(test_device):
+    """A link that slows down after its figures were learnt (QEMU's UART under load) makes the
+    host resend requests whose first copy is still queued. Each needless copy delays the next
+    request, which was resent in turn, until a call timed out (host-driven VWW, 27 KiB of input).
+    The second reply to a resent request proves the resend needless; the host then takes the
+    slower figure, so a few resends are all a large transfer costs."""
+    transport = QueueingTransport([str(test_device)], rate=48 << 10, timeouts=TransportTimeouts(0.5, 5, 5))
+    data = np.random.default_rng(3).standard_normal((4, 700)).astype(np.float32)
+    with Session(transport) as sess:
+        for _ in range(3):
+            sess.set_input(0, data)  # learns the time per byte at the fast rate
+        assert sess.commands.resends == 0
+        transport.rate = 6 << 10  # 8x slower: a 4 KiB request takes 0.7 s, longer than the retry cap
+        start = time.monotonic()
+        for _ in range(3):  # 33,600 bytes in 9 requests, more than a VWW input (27,648 B)
+            sess.set_input(0, data)
+        elapsed = time.monotonic() - start
+        resends, needless = sess.commands.resends, sess.commands.needless_resends
+        transport.rate = 48 << 10
+        sess.run()
+        np.testing.assert_array_equal(sess.get_output(0), 2 * data + 1)
+    assert needless >= 1, "the slowdown was not noticed"
+    assert resends <= 4, resends  # 11 without the second reply's evidence, and growing
+    assert elapsed < 15, elapsed  # 5.5 s of transfer; the needless copies cost the rest

@@ -144,6 +144,14 @@ class CommandClient:
         self._rtt_per_byte = 0.0                    # smoothed extra time per byte of a large one
         self._per_byte_known = False                # a large exchange has been timed
         self.resends = 0
+        # Resends proven needless: a second reply to a resent request arrived, so the device had
+        # received the first copy and the link was only slower than expected (a socket to an
+        # emulator swallows a request at once; the guest drains it at its own pace).
+        self.needless_resends = 0
+        # (seq, command, seconds from first send to reply, bytes exchanged) of the last request
+        # that was resent: its timing is learnt once a second reply shows the first copy arrived.
+        self._resent: Optional[Tuple[int, int, float, int]] = None
+        self._learnt_from_copy = False
         self.max_packet = 64  # raised by info()
 
     @property
@@ -180,6 +188,19 @@ class CommandClient:
             self._rtt_per_byte = 0.875 * self._rtt_per_byte + 0.125 * per_byte if self._per_byte_known else per_byte
             self._per_byte_known = True
 
+    def _learn_from_needless_resend(self, rtt: float, exchanged_bytes: int) -> None:
+        """A resend turned out needless: the first copy's reply took `rtt`. The link (or the
+        emulator behind a socket) has slowed down, and each needless copy occupies it again and
+        delays the next request, which would be resent in turn: a growing queue of copies until
+        a call times out. So adopt the slower figure at once instead of smoothing towards it."""
+        self.needless_resends += 1
+        self._learnt_from_copy = True
+        if exchanged_bytes <= SMALL_EXCHANGE or self._rtt_base is None:
+            self._rtt_base = max(self._rtt_base or 0.0, rtt)
+        else:
+            self._rtt_per_byte = max(self._rtt_per_byte, max(0.0, rtt - self._rtt_base) / exchanged_bytes)
+            self._per_byte_known = True
+
     def call(self, command: Command, args: bytes = b"", timeout_sec: Optional[float] = None,
              reply_bytes: int = 16, expected_sec: Optional[float] = None) -> bytes:
         """Send one request (resending it as needed) and return its reply data; raise
@@ -204,6 +225,7 @@ class CommandClient:
             max_resend = max(max_resend, expected_sec / RESENDS_PER_RUN)
         attempts = 0
         first_sent_at = time.monotonic()
+        self._learnt_from_copy = False
         try:
             while True:
                 self.session.send(request)
@@ -222,8 +244,13 @@ class CommandClient:
                         attempt_end = min(attempt_end, deadline)
                     reply = self._await_reply(command, attempt_end)
                 if reply is not None:
-                    if attempts == 1 and command not in (Command.RUN, Command.TIME_RUNS, Command.PROFILE_RUNS):
+                    timed = command not in (Command.RUN, Command.TIME_RUNS, Command.PROFILE_RUNS)
+                    if attempts == 1 and timed:
                         self._learn_rtt(time.monotonic() - first_sent_at, exchanged)
+                    # Whether the first copy or a resend got this reply shows only if a second
+                    # reply comes (_await_reply); until then the timing is kept aside.
+                    self._resent = ((self._seq, int(command), time.monotonic() - first_sent_at, exchanged)
+                                    if attempts > 1 and timed else None)
                     return self._unpack(command, reply)
                 if deadline is not None and time.monotonic() >= deadline:
                     expected = "" if expected_sec is None else f", where {expected_sec:.3g} s was expected"
@@ -232,6 +259,12 @@ class CommandClient:
                         f"{expected} ({attempts} attempts); it hung or was reset")
                 self.resends += 1
                 resend = min(max_resend, resend * 2)
+                if self._learnt_from_copy:
+                    # The previous request's resend proved needless while this one waited: the
+                    # link is slower than the figures this call started with.
+                    self._learnt_from_copy = False
+                    max_resend = max(max_resend, self._resend_cap(exchanged))
+                    resend = max(resend, min(max_resend, self._resend_after(exchanged, timeout)))
         except TransportClosedError as err:
             raise SessionError(f"the device link closed during {command.name}: {err}") from err
         except IoTimeoutError as err:
@@ -248,7 +281,12 @@ class CommandClient:
             _, reply_command, seq, _ = REPLY_HEADER.unpack_from(body)
             if seq == self._seq and reply_command == command | REPLY_FLAG:
                 return body  # still with its check: _unpack takes the data out in one copy
-            # a late copy of an earlier reply: drop it
+            # A late copy of an earlier reply: drop it. A copy answering the last resent request
+            # means its first copy had arrived: that resend was needless.
+            resent = self._resent
+            if resent is not None and seq == resent[0] and reply_command == resent[1] | REPLY_FLAG:
+                self._resent = None
+                self._learn_from_needless_resend(resent[2], resent[3])
 
     def _unpack(self, command: Command, reply: bytes) -> bytes:
         version, _, _, status = REPLY_HEADER.unpack_from(reply)
