@@ -1,4 +1,4 @@
-"""The ``tvmc`` command line: ``tvmc compile``, ``tvmc micro create|build|flash``, ``tvmc run``.
+"""The ``tvmc`` command line: ``tvmc compile``, ``tvmc micro create|build|flash``, ``tvmc run``, ``tvmc tune``.
 
 Each command is a class (as in west) with ``name``, ``help``, ``add_arguments(parser)`` and
 ``run(args) -> int``; this module only dispatches. A user error is a ``TVMCError``: it prints as
@@ -22,6 +22,7 @@ _COMMANDS = {
     "compile": ("project_api.cli.compile", "CompileCommand"),
     "micro": ("project_api.cli.micro", "MicroCommand"),
     "run": ("project_api.cli.run", "RunCommand"),
+    "tune": ("project_api.cli.tune", "TuneCommand"),
 }
 
 

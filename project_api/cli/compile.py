@@ -100,6 +100,22 @@ def format_report(lowered, plan, out_path: Path, executor: str, target: str) -> 
     return "\n".join(lines)
 
 
+def _tuning_chooser(path: Optional[str]):
+    """The best knobs per kernel signature of a records file (None without one)."""
+    if path is None:
+        return None
+    from ..tune.records import RecordsError, chooser_from_file
+
+    if not Path(path).is_file():
+        raise TVMCError(f"--tuning-records {path}: file not found; make one with tvmc tune")
+    try:
+        chooser, board, count = chooser_from_file(Path(path))
+    except RecordsError as err:
+        raise TVMCError(str(err))
+    _note(f"tuning records {path}: best knobs of {count} kernels measured on {board}")
+    return chooser
+
+
 class CompileCommand:
     name = "compile"
     help = "compile an ONNX or TFLite model into a Model Library Format archive"
@@ -114,6 +130,8 @@ class CompileCommand:
                             help="c (default), an LLVM target as JSON, or a legacy target string such as 'c -mcpu=cortex-m4'")
         parser.add_argument("--mcpu", help="the CPU to generate code for, e.g. cortex-m4")
         parser.add_argument("--model-name", default="default", help="names the C interface tvmgen_<name>_run (default 'default')")
+        parser.add_argument("--tuning-records", metavar="RECORDS.jsonl",
+                            help="tvmc tune's records: each kernel takes its best measured knobs")
         legacy = parser.add_argument_group("legacy microTVM flags (accepted; mapped or ignored with a note)")
         legacy.add_argument("--runtime", help="legacy: only crt existed; the static runtime needs no runtime")
         legacy.add_argument("--runtime-crt-system-lib", metavar="0|1", help="legacy: there is no system library")
@@ -168,8 +186,10 @@ class CompileCommand:
         from ..compiler.planner import plan_model
         from ..compiler.runtime_gen import generate_runtime
 
+        chooser = _tuning_chooser(args.tuning_records)
         try:
-            lowered = lower_model(str(model_path), model_name=args.model_name, target=target, mcpu=mcpu)
+            lowered = lower_model(str(model_path), model_name=args.model_name, target=target, mcpu=mcpu,
+                                  chooser=chooser)
             plan = plan_model(lowered)
             runtime = generate_runtime(lowered, plan)
             export_mlf(lowered, out_path, executor=args.executor, plan=plan, runtime=runtime)

@@ -62,9 +62,10 @@ def _relax_pipeline():
 
 
 def lower_model(model_path, model_name: str = "default", target="c", mcpu: Optional[str] = None,
-                integer_kernels: bool = True) -> ir.LoweredModel:
+                integer_kernels: bool = True, chooser=None) -> ir.LoweredModel:
     """``integer_kernels=False`` keeps an int8 TFLite model on TVM's own (float-requantizing)
-    lowering: bench/speed.py measures it as the peer the integer kernels replace."""
+    lowering: bench/speed.py measures it as the peer the integer kernels replace. ``chooser``
+    (kernel signature -> knobs, from tuning records) picks the integer kernels' schedules."""
     import tvm
 
     from . import frontend, fusion
@@ -72,7 +73,8 @@ def lower_model(model_path, model_name: str = "default", target="c", mcpu: Optio
 
     target_string = _target_string(target)
     prefix = f"tvmgen_{c_identifier(model_name)}_"
-    integer = _lower_int8_tflite(model_path, model_name, prefix, target_string, mcpu) if integer_kernels else None
+    integer = _lower_int8_tflite(model_path, model_name, prefix, target_string, mcpu, chooser) \
+        if integer_kernels else None
     if integer is not None:
         return integer
     imported = frontend.load_model(model_path)
@@ -114,11 +116,12 @@ def lower_model(model_path, model_name: str = "default", target="c", mcpu: Optio
     )
 
 
-def _lower_int8_tflite(model_path, model_name: str, prefix: str, target_string: str, mcpu: Optional[str]):
+def _lower_int8_tflite(model_path, model_name: str, prefix: str, target_string: str, mcpu: Optional[str],
+                       chooser=None):
     """A fully-int8 TFLite model in integer kernels (qnn.py), or None for the Relax path."""
     from pathlib import Path
 
-    from . import frontend, qnn, qnn_kernels
+    from . import frontend, qnn, qnn_choices, qnn_kernels
     from ._tvm_c_kernels import build_c_kernels
     from .qnn_schedule import schedule
 
@@ -126,7 +129,7 @@ def _lower_int8_tflite(model_path, model_name: str, prefix: str, target_string: 
     if path.suffix.lower() != ".tflite" or not path.is_file():
         return None
     model, subgraph, op_names, input_names, output_names = frontend.read_tflite(path, path.read_bytes())
-    builder = qnn.lower_tflite_int8(model, subgraph, op_names, input_names, output_names, prefix)
+    builder = qnn.lower_tflite_int8(model, subgraph, op_names, input_names, output_names, prefix, chooser)
     if builder is None:
         return None
     funcs = {symbol: schedule(symbol, func) for symbol, func in builder.funcs.items()}
@@ -134,9 +137,14 @@ def _lower_int8_tflite(model_path, model_name: str, prefix: str, target_string: 
         kernels_c, c_kernels = build_c_kernels(funcs)
     except Exception as err:
         raise CompileError(f"TVM could not generate C kernels for '{model_path}': {frontend.error_reason(err)}") from None
-    kernels_c = qnn_kernels.with_fixed_point_helpers(kernels_c)
+    knobs = {symbol: spec.knobs for symbol, spec in builder.specs.items()}
+    kernels_c = qnn_kernels.with_fixed_point_helpers(qnn_choices.apply_c_knobs(kernels_c, knobs))
     builder.add_workspaces(c_kernels)
     notes = ["int8 TFLite model lowered to integer kernels with tflite-micro's fixed-point requantization"]
+    if chooser is not None:
+        tuned = [symbol for symbol, spec in builder.specs.items()
+                 if spec.kind and spec.knobs != qnn_choices.default_knobs(spec.kind, spec.params)]
+        notes.append(f"tuning records: {len(tuned)} of {len(builder.specs)} kernels take tuned knobs")
     if mcpu:
         notes.append(f"mcpu {mcpu}: the C compiler picks the DSP micro-kernels from its -mcpu "
                      "(__ARM_FEATURE_SIMD32); the same C is portable elsewhere")

@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from . import fixed_point, ir
+from . import fixed_point, ir, qnn_choices
 from .errors import CompileError
 
 _INT8 = 9  # tflite TensorType.INT8
@@ -52,12 +52,20 @@ class KernelSpec:
     func: object  # tirx.PrimFunc, scheduled
     reads: List[object]  # _TensorInfo of activations, or np.ndarray constants
     output: _TensorInfo
+    # The schedule's table entry (qnn_choices.py): kernel kind, what determines its code, its knobs.
+    kind: str = ""
+    params: dict = dataclasses.field(default_factory=dict)
+    knobs: dict = dataclasses.field(default_factory=dict)
 
 
 class _Graph:
-    def __init__(self, model, subgraph):
+    def __init__(self, model, subgraph, chooser: Optional[qnn_choices.Chooser] = None):
         self.model = model
         self.subgraph = subgraph
+        self.chooser = chooser  # tuned knobs by kernel signature (tvmc compile --tuning-records)
+
+    def choose(self, kind: str, params: dict) -> dict:
+        return qnn_choices.choose(kind, params, self.chooser)
 
     def tensor(self, index: int) -> _TensorInfo:
         tensor = self.subgraph.Tensors(index)
@@ -169,17 +177,25 @@ def _conv(graph: _Graph, op, depthwise: bool) -> KernelSpec:
         # rows are contiguous and take the SIMD dot products (micro_speech).
         weight_data = np.ascontiguousarray(np.transpose(weight.data, (3, 1, 2, 0)))
         depthwise = False
+    kind = "depthwise_conv2d" if depthwise else "conv2d"
+    if dilations != (1, 1):
+        kind += "_dilated"
+    params = {"input_shape": list(data.shape), "weight_shape": list(weight_data.shape),
+              "output_shape": list(output.shape), "strides": list(strides), "dilations": list(dilations),
+              "padding": list(padding), "depth_multiplier": multiplier, "requant": requant.form}
+    knobs = graph.choose(kind, params)
     if dilations == (1, 1):
         # Windows clipped at run time: the raw bias, the input offset applied in the micro-kernel.
         if depthwise:
             func, req = K.depthwise_conv2d_windows(data.shape, weight.shape, output.shape, strides, padding,
-                                                   multiplier, data.zero_point, requant)
-        elif K.gathers_windows(data.shape, weight_data.shape, padding):
+                                                   multiplier, data.zero_point, requant, interior=knobs["interior"])
+        elif knobs["method"] in ("gathered", "gathered_widened"):
             func, req = K.conv2d_gathered(data.shape, weight_data.shape, output.shape, strides, padding,
-                                          data.zero_point, requant)
+                                          data.zero_point, requant, widened=knobs["method"] == "gathered_widened")
         else:
             func, req = K.conv2d_windows(data.shape, weight_data.shape, output.shape, strides, padding,
-                                         data.zero_point, requant)
+                                         data.zero_point, requant, pixel_pairs=knobs["pixel_pairs"],
+                                         widened=knobs["method"] == "widened")
         folded = raw_bias
     elif depthwise:
         folded = _folded_bias(bias_data, weight.data, 3, -data.zero_point)
@@ -190,7 +206,7 @@ def _conv(graph: _Graph, op, depthwise: bool) -> KernelSpec:
         func, req = K.conv2d(data.shape, weight_data.shape, output.shape, strides, dilations, padding,
                              data.zero_point, requant)
     name = "depthwise_conv2d" if depthwise else "conv2d"
-    return KernelSpec(name, func, [data, weight_data, folded] + req, output)
+    return KernelSpec(name, func, [data, weight_data, folded] + req, output, kind, params, knobs)
 
 
 def _fully_connected(graph: _Graph, op) -> KernelSpec:
@@ -221,12 +237,15 @@ def _fully_connected(graph: _Graph, op) -> KernelSpec:
                         *_activation_range(options.FusedActivationFunction(), output))
     folded = _folded_bias(bias.data if bias is not None else None, weight.data, 0, -data.zero_point)
     weight_data = weight.data
-    if units % 4 == 0 and depth % 4 == 0:
+    params = {"batches": batches, "depth": depth, "units": units, "requant": requant.form}
+    knobs = graph.choose("fully_connected", params)
+    if knobs["interleaved"]:
         func, req = K.fully_connected_interleaved(batches, depth, units, requant)
         weight_data = K.interleave_by_four(weight.data)
     else:
         func, req = K.fully_connected_dot(batches, depth, units, requant)
-    return KernelSpec("fully_connected", func, [data, weight_data, folded] + req, output)
+    return KernelSpec("fully_connected", func, [data, weight_data, folded] + req, output, "fully_connected",
+                      params, knobs)
 
 
 def _add(graph: _Graph, op) -> KernelSpec:
@@ -252,7 +271,8 @@ def _add(graph: _Graph, op) -> KernelSpec:
                         for v in range(-128, 128)], np.int32)
               for zero_point, (m, shift) in ((a.zero_point, pairs[0]), (b.zero_point, pairs[1]))]
     func, _ = K.add(a.shape, b.shape, output.shape, pairs[2][0], pairs[2][1], output.zero_point, act_min, act_max)
-    return KernelSpec("add", func, [a, b] + tables, output)
+    return _with_knobs(graph, KernelSpec("add", func, [a, b] + tables, output),
+                       {"shapes": [list(a.shape), list(b.shape), list(output.shape)]})
 
 
 def _pool(graph: _Graph, op, kind: str) -> KernelSpec:
@@ -272,7 +292,9 @@ def _pool(graph: _Graph, op, kind: str) -> KernelSpec:
                _padding(options.Padding(), strides[1], 1, data.shape[2], filter_size[1], output.shape[2]))
     act_min, act_max = _activation_range(options.FusedActivationFunction(), output)
     func, req = K.pool2d(kind, data.shape, output.shape, filter_size, strides, padding, act_min, act_max)
-    return KernelSpec(f"{kind}_pool2d", func, [data], output)
+    return _with_knobs(graph, KernelSpec(f"{kind}_pool2d", func, [data], output),
+                       {"input_shape": list(data.shape), "output_shape": list(output.shape),
+                        "filter": list(filter_size), "strides": list(strides), "padding": list(padding)})
 
 
 def _softmax(graph: _Graph, op) -> KernelSpec:
@@ -290,7 +312,12 @@ def _softmax(graph: _Graph, op) -> KernelSpec:
     depth = data.shape[-1]
     rows = int(np.prod(data.shape)) // depth
     func, _ = K.softmax(rows, depth, fixed_point.SOFTMAX_ACCUMULATION_INTEGER_BITS)
-    return KernelSpec("softmax", func, [data, table], output)
+    return _with_knobs(graph, KernelSpec("softmax", func, [data, table], output), {"rows": rows, "depth": depth})
+
+
+def _with_knobs(graph: _Graph, spec: KernelSpec, params: dict) -> KernelSpec:
+    """A kernel whose only knobs act on its C (qnn_choices.OTHER_KNOBS)."""
+    return dataclasses.replace(spec, kind=spec.op_name, params=params, knobs=graph.choose(spec.op_name, params))
 
 
 _CONVERTERS: Dict[str, Callable] = {
@@ -311,14 +338,14 @@ def is_int8_model(model, subgraph) -> bool:
 
 
 def lower_tflite_int8(model, subgraph, op_names: List[str], input_names, output_names,
-                      prefix: str) -> Optional["_Builder"]:
+                      prefix: str, chooser: Optional[qnn_choices.Chooser] = None) -> Optional["_Builder"]:
     """The integer kernels of an int8 model (a _Builder: tensors, calls, PrimFuncs), or None when
-    the model is not for this path."""
+    the model is not for this path. ``chooser`` gives tuned knobs by kernel signature."""
     if not is_int8_model(model, subgraph):
         return None
     if any(name not in _CONVERTERS and name not in _ALIASES for name in op_names):
         return None
-    graph = _Graph(model, subgraph)
+    graph = _Graph(model, subgraph, chooser)
     builder = _Builder(graph, input_names, output_names, prefix)
     try:
         for index, name in enumerate(op_names):
@@ -340,6 +367,7 @@ class _Builder(ir.PartsBuilder):
         self.graph = graph
         self.prefix = prefix
         self.funcs: Dict[str, object] = {}
+        self.specs: Dict[str, KernelSpec] = {}  # symbol -> its spec (kind, params, knobs: the tuner's tasks)
         self._storage: Dict[int, str] = {}  # TFLite tensor index -> storage tensor name
         self._outputs = {int(i): name for i, name in zip(graph.subgraph.OutputsAsNumpy(), output_names)}
         for index, name in zip(graph.subgraph.InputsAsNumpy(), input_names):
@@ -375,6 +403,7 @@ class _Builder(ir.PartsBuilder):
         args = [self._read(item) for item in spec.reads]
         out = self._write(spec.output)
         self.funcs[symbol] = spec.func
+        self.specs[symbol] = spec
         self.calls.append(ir.KernelCall(symbol, args + [out], [out]))
 
     def alias(self, op_index: int, op) -> None:
@@ -389,3 +418,11 @@ class _Builder(ir.PartsBuilder):
         count = int(np.prod(target.shape))
         func, _ = K.reshape_copy(count)
         self.kernel(op_index, KernelSpec("copy", func, [source], target))
+
+
+def lower_layer(model, subgraph, op_names: List[str], op_index: int, knobs: dict) -> KernelSpec:
+    """One operator's kernel with the given knobs (the tuner's candidates; invalid knobs fall back
+    to the defaults, as in a compile)."""
+    forced = _Graph(model, subgraph)
+    forced.choose = lambda kind, params: qnn_choices.choose(kind, params, lambda signature: knobs)
+    return _CONVERTERS[op_names[op_index]](forced, subgraph.Operators(op_index))

@@ -409,7 +409,16 @@ def with_fixed_point_helpers(kernels_c: str) -> str:
 
     assert kernels_c.startswith(C_HEADER)
     body = re.sub(r"^int32_t mtp_\w+\([^;{}]*\);\n", "", kernels_c[len(C_HEADER):], flags=re.M)
-    return C_HEADER + "#include <string.h>\n\n" + FIXED_POINT_C + MICRO_KERNELS_C + "\n" + body
+    # The widened micro-kernels (tuning knobs) only where a kernel calls them: an untuned model's
+    # C is unchanged.
+    widened = _widened_c() if "mtp_widen_s8" in body else ""
+    return C_HEADER + "#include <string.h>\n\n" + FIXED_POINT_C + MICRO_KERNELS_C + widened + "\n" + body
+
+
+def _widened_c() -> str:
+    from pathlib import Path
+
+    return (Path(__file__).resolve().parent / "c" / "mtp_widened.h").read_text()
 
 
 def _extern(name: str, *args):
@@ -492,6 +501,13 @@ class Requant:
         """Every negative requantized value clamps to act_min (act_min at or above the output zero
         point, as after a ReLU), so the one-step ``mtp_requantize_floor`` serves (right shifts)."""
         return self.right_shifts_only and self.act_min >= self.output_zero_point
+
+    @property
+    def form(self) -> str:
+        """Which requantization the kernels emit (what their code depends on, not the values)."""
+        step = ("floor" if self.negatives_clamp else "right" if self.right_shifts_only
+                else "left" if self.any_left_shift else "general")
+        return f"{step}_{'per_channel' if self.per_channel else 'per_tensor'}_{self.act_min}_{self.act_max}"
 
     def floor_rounding(self, index: int) -> int:
         """``mtp_requantize_floor``'s rounding: 2^30 + 2^(30 + e), e the right shift."""
@@ -789,12 +805,15 @@ def gathers_windows(input_shape, weight_shape, padding) -> bool:
 
 
 def conv2d_gathered(input_shape, weight_shape, output_shape, strides, padding, input_zero_point: int,
-                    requant: Requant):
+                    requant: Requant, widened: bool = False):
     """CONV_2D (dilation 1) over gathered windows: output pixels in pairs along the whole image
     (row-major), both windows copied by ``mtp_gather_window_s8`` to a stack buffer, then two
     pixels x two channels per ``mtp_dot2x2_s8`` call over the contiguous windows (one pixel:
     ``mtp_dot2_s8``; an odd last channel: ``mtp_dot_s8``). Raw bias, the input offset applied in
-    the micro-kernels (gathered padding holds the zero point, so it contributes 0)."""
+    the micro-kernels (gathered padding holds the zero point, so it contributes 0).
+    ``widened`` (a tuning knob): the pair's two windows are widened once to int16 lanes with the
+    input offset (``mtp_widen_s8``, c/mtp_widened.h) and each channel pair takes
+    ``mtp_dot2x2_widened_s8`` (CMSIS-NN's im2col to q15)."""
     _, height, width, channels = (int(d) for d in input_shape)
     out_channels, kernel_h, kernel_w, _ = (int(d) for d in weight_shape)
     _, out_h, out_w, _ = (int(d) for d in output_shape)
@@ -822,11 +841,18 @@ def conv2d_gathered(input_shape, weight_shape, output_shape, strides, padding, i
     if pixels >= 2:
         body += [f"for pp in range({pixels // 2}):", "    " + gather("pp * 2", 0), "    " + gather("pp * 2 + 1", 1)]
         if out_channels >= 2:
+            if widened:
+                body.append(f'    T.evaluate(T.call_extern("int32", "mtp_widen_s8", T.address_of(windows[0]), '
+                            f'{2 * size}, {offset}, T.address_of(wide[0])))')
+                dot = (f'T.call_extern("int32", "mtp_dot2x2_widened_s8", T.address_of(wide[0]), {size}, '
+                       f'T.address_of(weight[c * {size}]), {size}, {size}, T.address_of(acc[0]))')
+            else:
+                dot = (f'T.call_extern("int32", "mtp_dot2x2_s8", T.address_of(windows[0]), {size}, '
+                       f'T.address_of(weight[c * {size}]), {size}, {size}, {offset}, T.address_of(acc[0]))')
             body += [f"    for pair in range({out_channels // 2}):",
                      "        acc[0] = bias[c]", "        acc[1] = bias[c + 1]",
                      "        acc[2] = bias[c]", "        acc[3] = bias[c + 1]",
-                     f'        T.evaluate(T.call_extern("int32", "mtp_dot2x2_s8", T.address_of(windows[0]), {size}, '
-                     f'T.address_of(weight[c * {size}]), {size}, {size}, {offset}, T.address_of(acc[0])))']
+                     f'        T.evaluate({dot})']
             for index, (dp, dc) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
                 body.append(f"        {out(f'pp * 2 + {dp}', f'c + {dc}')} = "
                             f"{_requant_expr(f'acc[{index}]', requant, f'c + {dc}')}")
@@ -856,18 +882,23 @@ def conv2d_gathered(input_shape, weight_shape, output_shape, strides, padding, i
          f'    windows = T.alloc_buffer(({2 * size},), "int8")',
          # TVM sizes a local buffer by the elements its TIR touches, and the micro-kernels'
          # pointers name only each window's first byte: one store to the last gives the extent.
-         f'    windows[{2 * size - 1}] = T.int8({input_zero_point})'] + ["    " + line for line in body]) + "\n"
+         f'    windows[{2 * size - 1}] = T.int8({input_zero_point})']
+        + ([f'    wide = T.alloc_buffer(({2 * size},), "int16")', f'    wide[{2 * size - 1}] = T.int16(0)']
+           if widened and pixels >= 2 and out_channels >= 2 else [])
+        + ["    " + line for line in body]) + "\n"
     return _parse(source), _requant_values(requant)
 
 
 def conv2d_windows(input_shape, weight_shape, output_shape, strides, padding, input_zero_point: int,
-                   requant: Requant):
+                   requant: Requant, pixel_pairs: bool = True, widened: bool = False):
     """CONV_2D (dilation 1), raw bias, windows clipped to the input. Output pixels go in pairs
     along x: when both pixels' windows clip alike (always, away from the left and right borders),
     ``mtp_window2x2_s8`` computes two pixels x two channels per call; otherwise each pixel takes
     ``mtp_window2_s8`` per pair of channels. An odd last channel takes ``mtp_window_s8``.
     Pointwise convolutions (1x1, unpadded) use the contiguous-run forms ``mtp_dot2x2_s8`` /
-    ``mtp_dot2_s8``."""
+    ``mtp_dot2_s8``. Tuning knobs: ``pixel_pairs=False`` takes one pixel per call everywhere;
+    ``widened`` (pointwise, channels a multiple of 4) widens each pixel pair's inputs once
+    (``mtp_widen_s8``) and takes ``mtp_dot2x2_widened_s8`` per channel pair."""
     _, height, width, channels = (int(d) for d in input_shape)
     out_channels, kernel_h, kernel_w, _ = (int(d) for d in weight_shape)
     _, out_h, out_w, _ = (int(d) for d in output_shape)
@@ -918,10 +949,20 @@ def conv2d_windows(input_shape, weight_shape, output_shape, strides, padding, in
             lines.append(f"{out('x', last)} = {_requant_expr(single, requant, str(last))}")
         return [_substitute(line, x) for line in lines]
 
+    if widened:
+        quad_call = (f'mtp_dot2x2_widened_s8", T.address_of(wide[0]), {channels}, '
+                     f'T.address_of(weight[{b("c")}]), {filter_size}, {channels}')
+
     def pixel_pair_lines(x: str):
         """Output pixels x and x + 1 whose windows clip alike: two pixels x two channels per call."""
         lines = []
         if out_channels >= 2:
+            if widened:
+                second = _substitute(a, "(x + 1)")
+                lines += [f'T.evaluate(T.call_extern("int32", "mtp_widen_s8", T.address_of(input[{a}]), {channels}, '
+                          f'{offset}, T.address_of(wide[0])))',
+                          f'T.evaluate(T.call_extern("int32", "mtp_widen_s8", T.address_of(input[{second}]), '
+                          f'{channels}, {offset}, T.address_of(wide[{channels}])))']
             lines += [f"for pair in range({out_channels // 2}):",
                       "    acc[0] = bias[c]", "    acc[1] = bias[c + 1]", "    acc[2] = bias[c]", "    acc[3] = bias[c + 1]",
                       f'    T.evaluate(T.call_extern("int32", "{quad_call}, T.address_of(acc[0])))']
@@ -935,7 +976,10 @@ def conv2d_windows(input_shape, weight_shape, output_shape, strides, padding, in
         return lines
 
     body = [f"for y in range({out_h}):"]
-    if out_w >= 2:
+    if not pixel_pairs:
+        body.append(f"    for x in range({out_w}):")
+        body += ["        " + line for line in pixel_lines("x")]
+    elif out_w >= 2:
         body.append(f"    for xp in range({out_w // 2}):")
         if pointwise:
             body += ["        " + line for line in pixel_pair_lines("(xp * 2)")]
@@ -946,15 +990,17 @@ def conv2d_windows(input_shape, weight_shape, output_shape, strides, padding, in
             body += ["            " + line for line in pixel_pair_lines("(xp * 2)")]
             body.append("        else:")
             body += ["            " + line for line in pixel_lines("(xp * 2)") + pixel_lines("(xp * 2 + 1)")]
-    if out_w % 2:
+    if out_w % 2 and pixel_pairs:
         body += ["    " + line for line in pixel_lines(str(out_w - 1))]
+    wide = ([f'    wide = T.alloc_buffer(({2 * channels},), "int16")', f'    wide[{2 * channels - 1}] = T.int16(0)']
+            if widened and pixel_pairs and out_w >= 2 and out_channels >= 2 else [])
     source = "\n".join(
         ["@T.prim_func",
          f'def conv2d(input: T.Buffer(({height * width * channels},), "int8"), '
          f'weight: T.Buffer(({out_channels * filter_size},), "int8"),',
          f'           bias: T.Buffer(({out_channels},), "int32"){_requant_params(requant, out_channels)},',
          f'           output: T.Buffer(({out_h * out_w * out_channels},), "int8")):',
-         '    acc = T.alloc_buffer((4,), "int32")'] + ["    " + line for line in body]) + "\n"
+         '    acc = T.alloc_buffer((4,), "int32")'] + wide + ["    " + line for line in body]) + "\n"
     return _parse(source), _requant_values(requant)
 
 
@@ -991,10 +1037,12 @@ def _paired_source(name, input_size, weight_size, channels, output_size, requant
 
 
 def depthwise_conv2d_windows(input_shape, weight_shape, output_shape, strides, padding, depth_multiplier: int,
-                             input_zero_point: int, requant: Requant):
+                             input_zero_point: int, requant: Requant, interior: bool = False):
     """DEPTHWISE_CONV_2D (dilation 1): per output pixel and four channels, ``mtp_depthwise4_s8``
     over the clipped window (depth multiplier 1, channels a multiple of 4); otherwise per output
-    ``mtp_depthwise_window_s8``."""
+    ``mtp_depthwise_window_s8``. ``interior`` (a tuning knob): pixels whose window is inside the
+    input call the micro-kernel with the window's size as constants (once inlined, at opt O2, gcc
+    unrolls the taps and addresses them by immediate offsets); the border pixels as before."""
     _, height, width, channels = (int(d) for d in input_shape)
     _, kernel_h, kernel_w, out_channels = (int(d) for d in weight_shape)
     _, out_h, out_w, _ = (int(d) for d in output_shape)
@@ -1014,9 +1062,16 @@ def depthwise_conv2d_windows(input_shape, weight_shape, output_shape, strides, p
                  f'                     output: T.Buffer(({out_h * out_w * channels},), "int8")):',
                  f'    acc = T.alloc_buffer(({channels},), "int32")',
                  f"    for y in range({out_h}):",
-                 f"        for x in range({out_w}):",
-                 f"            T.evaluate({call})",
-                 f"            for c in range({channels}):",
+                 f"        for x in range({out_w}):"]
+        if interior:
+            inside = (f"y * {stride_h} - {pad_top} >= 0 and y * {stride_h} - {pad_top} + {kernel_h} <= {height} and "
+                      f"x * {stride_w} - {pad_left} >= 0 and x * {stride_w} - {pad_left} + {kernel_w} <= {width}")
+            whole = call.replace(f"{rows}, {cols}, {width * channels}", f"{kernel_h}, {kernel_w}, {width * channels}")
+            lines += [f"            if {inside}:", f"                T.evaluate({whole})", "            else:",
+                      f"                T.evaluate({call})"]
+        else:
+            lines.append(f"            T.evaluate({call})")
+        lines += [f"            for c in range({channels}):",
                  f"                output[(y * {out_w} + x) * {channels} + c] = {_requant_expr('acc[c]', requant, 'c')}"]
         return _parse("\n".join(lines) + "\n"), _requant_values(requant)
     a = (f"((y * {stride_h} - {pad_top} + {ky0}) * {width} + x * {stride_w} - {pad_left} + {kx0}) * {channels}"
