@@ -1,13 +1,43 @@
-"""The C micro-kernels of the integer path (qnn_kernels.MICRO_KERNELS_C, host gcc, portable path)
-against numpy: the window gather of conv2d_gathered at every border, with one and several channels."""
+"""The C micro-kernels of the integer path (project_api/compiler/c/*.h): each file compiles as strict,
+warning-free C99 for the host and for Cortex-M cores with and without the DSP extension; against
+numpy (host gcc, portable path), the window gather of conv2d_gathered at every border, with one and
+several channels."""
 
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
 
-from project_api.compiler.qnn_kernels import FIXED_POINT_C, MICRO_KERNELS_C
+from project_api.compiler.qnn_micro_kernels import C_DIR
 from test_fixed_point import host_c_output
+
+# What a model's kernels put before the files (qnn_micro_kernels.with_micro_kernels), in their order.
+_PRELUDE = "#include <stdint.h>\n#include <string.h>\n"
+_FILES = ["mtp_fixed_point.h", "mtp_micro_kernels.h", "mtp_widened.h"]
+_COMPILERS = [
+    ["gcc"],
+    ["clang"],
+    # The DSP path (__ARM_FEATURE_SIMD32, SSAT), SSAT without SIMD, and neither.
+    *(["arm-none-eabi-gcc", "-mthumb", f"-mcpu={cpu}"] for cpu in ("cortex-m4", "cortex-m7", "cortex-m33",
+                                                                  "cortex-m55", "cortex-m3", "cortex-m0")),
+]
+
+
+@pytest.mark.parametrize("compiler", _COMPILERS, ids=lambda argv: argv[-1].replace("-mcpu=", "arm-"))
+@pytest.mark.parametrize("level", ["-Os", "-O2"])
+def test_c_files_are_strict_warning_free_c99(compiler, level, tmp_path):
+    """Each file, after the ones before it, as one translation unit: -std=c99 -pedantic, warnings
+    as errors (the archives carry these files verbatim; templates build them with -Werror)."""
+    if shutil.which(compiler[0]) is None:
+        pytest.skip(f"needs {compiler[0]}")
+    for count in range(1, len(_FILES) + 1):
+        unit = tmp_path / f"unit{count}.c"
+        unit.write_text(_PRELUDE + "".join(f'#include "{name}"\n' for name in _FILES[:count]))
+        built = subprocess.run(compiler + ["-std=c99", "-pedantic", level, "-Wall", "-Wextra", "-Werror",
+                                           f"-I{C_DIR}", "-c", str(unit), "-o", str(tmp_path / f"unit{count}.o")],
+                               capture_output=True, text=True)
+        assert built.returncode == 0, f"{_FILES[count - 1]}:\n{built.stderr}"
 
 
 def _window(data: np.ndarray, y0: int, x0: int, kernel_h: int, kernel_w: int, zero_point: int) -> np.ndarray:
@@ -37,7 +67,8 @@ def test_gather_window_pads_with_the_zero_point(tmp_path):
                              f"print_window(window, {kernel_h * kernel_w * channels});")
                 want.append(" ".join(map(str, _window(data, y0, x0, kernel_h, kernel_w, zero_point))))
     program = "\n".join(
-        ["#include <stdint.h>", "#include <stdio.h>", "#include <string.h>", FIXED_POINT_C, MICRO_KERNELS_C]
+        ["#include <stdint.h>", "#include <stdio.h>", "#include <string.h>", '#include "mtp_fixed_point.h"',
+         '#include "mtp_micro_kernels.h"']
         + inputs
         + ["static void print_window(const int8_t* window, int size) {",
            "  for (int i = 0; i < size; ++i) printf(i ? \" %d\" : \"%d\", window[i]);",
@@ -58,6 +89,7 @@ def test_gathered_conv_equals_clipped_windows(shape, tmp_path):
     random data: same quantization, both kernels built to C by the compiler's own path."""
     from project_api.compiler import qnn_kernels as K
     from project_api.compiler._tvm_c_kernels import build_c_kernels
+    from project_api.compiler.qnn_micro_kernels import with_micro_kernels
 
     (height, width, channels), out_channels, (kernel_h, kernel_w), strides, padding = shape
     out_h = (height + 2 * padding[0] - kernel_h) // strides[0] + 1
@@ -87,7 +119,7 @@ def test_gathered_conv_equals_clipped_windows(shape, tmp_path):
     count = out_h * out_w * out_channels
     call = ", ".join(["input", "weight", "bias"] + names)
     program = "\n".join(
-        [K.with_fixed_point_helpers(source)] + arrays
+        [with_micro_kernels(source)] + arrays
         + [f"static int8_t out_gathered[{count}], out_windows[{count}];",
            "int main(void) {",
            f"  gathered({call}, out_gathered);",
