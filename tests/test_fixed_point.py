@@ -82,7 +82,7 @@ def test_c_requantize_equals_the_emulation(tmp_path):
 def test_c_requantize_floor_clamps_like_the_emulation(tmp_path):
     """mtp_requantize_floor skips the negative-value correction: after mtp_clamp with an activation
     minimum at or above the output zero point it must equal the emulation, clamped."""
-    from project_api.compiler.qnn_kernels import Requant
+    from project_api.compiler.qnn_requant import Requant
 
     rng = np.random.default_rng(5)
     count = 4000

@@ -5,7 +5,8 @@ differently from tflite-micro (fixed-point requantization) and is slow on microc
 model whose activations are all int8 and whose operators are all listed in ``_CONVERTERS``, this
 module reads the flatbuffer itself, computes every quantization parameter at compile time exactly
 as tflite-micro's Prepare functions do (``fixed_point.py``), states each operator as an integer TE
-computation (``qnn_kernels.py``), schedules it (``qnn_schedule.py``) and prints it with the same
+computation (TVMScript loop nests over C micro-kernels in ``qnn_tvmscript.py``, TE in ``qnn_te.py``,
+their requantization in ``qnn_requant.py``), schedules it (``qnn_schedule.py``) and prints it with the same
 TIR -> plain C path as every other kernel (``_tvm_c_kernels.py``). RESHAPE is an alias, as in the
 Relax path. Any other model returns ``None`` and takes the Relax path (``lowering.py``).
 See docs/int8-kernels.md.
@@ -146,7 +147,8 @@ def _check_int8(*tensors: _TensorInfo) -> None:
 def _conv(graph: _Graph, op, depthwise: bool) -> KernelSpec:
     import tflite
 
-    from . import qnn_kernels as K
+    from . import qnn_te, qnn_tvmscript
+    from .qnn_requant import Requant
 
     inputs = [int(i) for i in op.InputsAsNumpy()]
     data, weight = graph.tensor(inputs[0]), graph.tensor(inputs[1])
@@ -165,8 +167,8 @@ def _conv(graph: _Graph, op, depthwise: bool) -> KernelSpec:
                _padding(options.Padding(), strides[1], dilations[1], data.shape[2], kw, output.shape[2]))
     channels = output.shape[3]
     multipliers, shifts = _channel_multipliers(data.scale, weight.scales, output.scale, channels)
-    requant = K.Requant(multipliers, shifts, output.zero_point,
-                        *_activation_range(options.FusedActivationFunction(), output))
+    requant = Requant(multipliers, shifts, output.zero_point,
+                      *_activation_range(options.FusedActivationFunction(), output))
     bias_data = bias.data if bias is not None else None
     raw_bias = bias_data.astype(np.int32) if bias_data is not None else np.zeros(channels, np.int32)
     multiplier = (options.DepthMultiplier() or channels // data.shape[3]) if depthwise else 1
@@ -187,24 +189,26 @@ def _conv(graph: _Graph, op, depthwise: bool) -> KernelSpec:
     if dilations == (1, 1):
         # Windows clipped at run time: the raw bias, the input offset applied in the micro-kernel.
         if depthwise:
-            func, req = K.depthwise_conv2d_windows(data.shape, weight.shape, output.shape, strides, padding,
-                                                   multiplier, data.zero_point, requant, interior=knobs["interior"])
+            func, req = qnn_tvmscript.depthwise_conv2d_windows(
+                data.shape, weight.shape, output.shape, strides, padding, multiplier, data.zero_point, requant,
+                interior=knobs["interior"])
         elif knobs["method"] in ("gathered", "gathered_widened"):
-            func, req = K.conv2d_gathered(data.shape, weight_data.shape, output.shape, strides, padding,
-                                          data.zero_point, requant, widened=knobs["method"] == "gathered_widened")
+            func, req = qnn_tvmscript.conv2d_gathered(
+                data.shape, weight_data.shape, output.shape, strides, padding, data.zero_point, requant,
+                widened=knobs["method"] == "gathered_widened")
         else:
-            func, req = K.conv2d_windows(data.shape, weight_data.shape, output.shape, strides, padding,
-                                         data.zero_point, requant, pixel_pairs=knobs["pixel_pairs"],
-                                         widened=knobs["method"] == "widened")
+            func, req = qnn_tvmscript.conv2d_windows(
+                data.shape, weight_data.shape, output.shape, strides, padding, data.zero_point, requant,
+                pixel_pairs=knobs["pixel_pairs"], widened=knobs["method"] == "widened")
         folded = raw_bias
     elif depthwise:
         folded = _folded_bias(bias_data, weight.data, 3, -data.zero_point)
-        func, req = K.depthwise_conv2d(data.shape, weight.shape, output.shape, strides, dilations, padding,
-                                       multiplier, data.zero_point, requant)
+        func, req = qnn_te.depthwise_conv2d(data.shape, weight.shape, output.shape, strides, dilations, padding,
+                                            multiplier, data.zero_point, requant)
     else:
         folded = _folded_bias(bias_data, weight_data, 0, -data.zero_point)
-        func, req = K.conv2d(data.shape, weight_data.shape, output.shape, strides, dilations, padding,
-                             data.zero_point, requant)
+        func, req = qnn_te.conv2d(data.shape, weight_data.shape, output.shape, strides, dilations, padding,
+                                  data.zero_point, requant)
     name = "depthwise_conv2d" if depthwise else "conv2d"
     return KernelSpec(name, func, [data, weight_data, folded] + req, output, kind, params, knobs)
 
@@ -212,7 +216,8 @@ def _conv(graph: _Graph, op, depthwise: bool) -> KernelSpec:
 def _fully_connected(graph: _Graph, op) -> KernelSpec:
     import tflite
 
-    from . import qnn_kernels as K
+    from . import qnn_tvmscript
+    from .qnn_requant import Requant
 
     inputs = [int(i) for i in op.InputsAsNumpy()]
     data, weight = graph.tensor(inputs[0]), graph.tensor(inputs[1])
@@ -233,17 +238,17 @@ def _fully_connected(graph: _Graph, op) -> KernelSpec:
         real = float(np.float32(data.scale) * np.float32(weight.scale)) / float(output.scale)
         multiplier, shift = fixed_point.quantize_multiplier(real)
         multipliers, shifts = [multiplier], [shift]
-    requant = K.Requant(multipliers, shifts, output.zero_point,
-                        *_activation_range(options.FusedActivationFunction(), output))
+    requant = Requant(multipliers, shifts, output.zero_point,
+                      *_activation_range(options.FusedActivationFunction(), output))
     folded = _folded_bias(bias.data if bias is not None else None, weight.data, 0, -data.zero_point)
     weight_data = weight.data
     params = {"batches": batches, "depth": depth, "units": units, "requant": requant.form}
     knobs = graph.choose("fully_connected", params)
     if knobs["interleaved"]:
-        func, req = K.fully_connected_interleaved(batches, depth, units, requant)
-        weight_data = K.interleave_by_four(weight.data)
+        func, req = qnn_tvmscript.fully_connected_interleaved(batches, depth, units, requant)
+        weight_data = qnn_tvmscript.interleave_by_four(weight.data)
     else:
-        func, req = K.fully_connected_dot(batches, depth, units, requant)
+        func, req = qnn_tvmscript.fully_connected_dot(batches, depth, units, requant)
     return KernelSpec("fully_connected", func, [data, weight_data, folded] + req, output, "fully_connected",
                       params, knobs)
 
@@ -251,7 +256,7 @@ def _fully_connected(graph: _Graph, op) -> KernelSpec:
 def _add(graph: _Graph, op) -> KernelSpec:
     import tflite
 
-    from . import qnn_kernels as K
+    from . import qnn_te
 
     a, b = (graph.tensor(int(i)) for i in op.InputsAsNumpy())
     output = graph.tensor(int(op.OutputsAsNumpy()[0]))
@@ -270,7 +275,8 @@ def _add(graph: _Graph, op) -> KernelSpec:
     tables = [np.array([fixed_point.multiply_by_quantized_multiplier((v - zero_point) * (1 << left_shift), m, shift)
                         for v in range(-128, 128)], np.int32)
               for zero_point, (m, shift) in ((a.zero_point, pairs[0]), (b.zero_point, pairs[1]))]
-    func, _ = K.add(a.shape, b.shape, output.shape, pairs[2][0], pairs[2][1], output.zero_point, act_min, act_max)
+    func, _ = qnn_te.add(a.shape, b.shape, output.shape, pairs[2][0], pairs[2][1], output.zero_point, act_min,
+                         act_max)
     return _with_knobs(graph, KernelSpec("add", func, [a, b] + tables, output),
                        {"shapes": [list(a.shape), list(b.shape), list(output.shape)]})
 
@@ -278,7 +284,7 @@ def _add(graph: _Graph, op) -> KernelSpec:
 def _pool(graph: _Graph, op, kind: str) -> KernelSpec:
     import tflite
 
-    from . import qnn_kernels as K
+    from . import qnn_te
 
     data = graph.tensor(int(op.InputsAsNumpy()[0]))
     output = graph.tensor(int(op.OutputsAsNumpy()[0]))
@@ -291,7 +297,7 @@ def _pool(graph: _Graph, op, kind: str) -> KernelSpec:
     padding = (_padding(options.Padding(), strides[0], 1, data.shape[1], filter_size[0], output.shape[1]),
                _padding(options.Padding(), strides[1], 1, data.shape[2], filter_size[1], output.shape[2]))
     act_min, act_max = _activation_range(options.FusedActivationFunction(), output)
-    func, req = K.pool2d(kind, data.shape, output.shape, filter_size, strides, padding, act_min, act_max)
+    func, req = qnn_te.pool2d(kind, data.shape, output.shape, filter_size, strides, padding, act_min, act_max)
     return _with_knobs(graph, KernelSpec(f"{kind}_pool2d", func, [data], output),
                        {"input_shape": list(data.shape), "output_shape": list(output.shape),
                         "filter": list(filter_size), "strides": list(strides), "padding": list(padding)})
@@ -300,7 +306,7 @@ def _pool(graph: _Graph, op, kind: str) -> KernelSpec:
 def _softmax(graph: _Graph, op) -> KernelSpec:
     import tflite
 
-    from . import qnn_kernels as K
+    from . import qnn_te
 
     data = graph.tensor(int(op.InputsAsNumpy()[0]))
     output = graph.tensor(int(op.OutputsAsNumpy()[0]))
@@ -311,7 +317,7 @@ def _softmax(graph: _Graph, op) -> KernelSpec:
     table = np.array(fixed_point.softmax_exp_table(float(beta), float(data.scale)), np.int32)
     depth = data.shape[-1]
     rows = int(np.prod(data.shape)) // depth
-    func, _ = K.softmax(rows, depth, fixed_point.SOFTMAX_ACCUMULATION_INTEGER_BITS)
+    func, _ = qnn_te.softmax(rows, depth, fixed_point.SOFTMAX_ACCUMULATION_INTEGER_BITS)
     return _with_knobs(graph, KernelSpec("softmax", func, [data, table], output), {"rows": rows, "depth": depth})
 
 
@@ -407,7 +413,7 @@ class _Builder(ir.PartsBuilder):
         self.calls.append(ir.KernelCall(symbol, args + [out], [out]))
 
     def alias(self, op_index: int, op) -> None:
-        from . import qnn_kernels as K
+        from . import qnn_te
 
         source = self.graph.tensor(int(op.InputsAsNumpy()[0]))
         target = self.graph.tensor(int(op.OutputsAsNumpy()[0]))
@@ -416,7 +422,7 @@ class _Builder(ir.PartsBuilder):
             return
         # A model output (or a constant) behind a reshape gets its own copy.
         count = int(np.prod(target.shape))
-        func, _ = K.reshape_copy(count)
+        func, _ = qnn_te.reshape_copy(count)
         self.kernel(op_index, KernelSpec("copy", func, [source], target))
 
 

@@ -66,7 +66,7 @@ def _conv_facts(params: dict):
 def default_knobs(kind: str, params: dict) -> dict:
     """Today's hand-picked schedule (docs/int8-kernels.md)."""
     if kind == "conv2d":
-        from .qnn_kernels import gathers_windows
+        from .qnn_tvmscript import gathers_windows
 
         gathered = gathers_windows(params["input_shape"], params["weight_shape"], params["padding"])
         return {"method": "gathered" if gathered else "direct", "pixel_pairs": True, "opt": "Os"}
