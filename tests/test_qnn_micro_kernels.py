@@ -87,7 +87,7 @@ def test_gather_window_pads_with_the_zero_point(tmp_path):
 def test_gathered_conv_equals_clipped_windows(shape, tmp_path):
     """conv2d_gathered against conv2d_windows (bit-exact with tflite-micro on the fixtures) on
     random data: same quantization, both kernels built to C by the compiler's own path."""
-    from project_api.compiler import qnn_tvmscript
+    from project_api.compiler import qnn_choices, qnn_tvmscript
     from project_api.compiler._tvm_c_kernels import build_c_kernels
     from project_api.compiler.qnn_micro_kernels import with_micro_kernels
     from project_api.compiler.qnn_requant import Requant
@@ -95,14 +95,14 @@ def test_gathered_conv_equals_clipped_windows(shape, tmp_path):
     (height, width, channels), out_channels, (kernel_h, kernel_w), strides, padding = shape
     out_h = (height + 2 * padding[0] - kernel_h) // strides[0] + 1
     out_w = (width + 2 * padding[1] - kernel_w) // strides[1] + 1
-    args = ((1, height, width, channels), (out_channels, kernel_h, kernel_w, channels), (1, out_h, out_w, out_channels),
-            strides, padding, 7)
-    assert qnn_tvmscript.gathers_windows(args[0], args[1], padding)
     rng = np.random.default_rng(2)
     requant = Requant(rng.integers(1 << 30, 1 << 31, out_channels), rng.integers(-9, -6, out_channels), -128,
                       -128, 127)
-    gathered, values = qnn_tvmscript.conv2d_gathered(*args, requant)
-    windows, _ = qnn_tvmscript.conv2d_windows(*args, requant)
+    layer = qnn_choices.ConvLayer((1, height, width, channels), (out_channels, kernel_h, kernel_w, channels),
+                                  (1, out_h, out_w, out_channels), strides, (1, 1), padding, 1, 7, requant)
+    assert qnn_choices.default_knobs("conv2d", layer.params)["method"] == "gathered"
+    gathered, values = qnn_tvmscript.conv2d_gathered(layer)
+    windows, _ = qnn_tvmscript.conv2d_windows(layer)
     source, _ = build_c_kernels({"gathered": gathered, "windows": windows})
     data = rng.integers(-128, 128, height * width * channels)
     weights = rng.integers(-127, 128, out_channels * kernel_h * kernel_w * channels)

@@ -147,7 +147,6 @@ def _check_int8(*tensors: _TensorInfo) -> None:
 def _conv(graph: _Graph, op, depthwise: bool) -> KernelSpec:
     import tflite
 
-    from . import qnn_te, qnn_tvmscript
     from .qnn_requant import Requant
 
     inputs = [int(i) for i in op.InputsAsNumpy()]
@@ -182,33 +181,16 @@ def _conv(graph: _Graph, op, depthwise: bool) -> KernelSpec:
     kind = "depthwise_conv2d" if depthwise else "conv2d"
     if dilations != (1, 1):
         kind += "_dilated"
-    params = {"input_shape": list(data.shape), "weight_shape": list(weight_data.shape),
-              "output_shape": list(output.shape), "strides": list(strides), "dilations": list(dilations),
-              "padding": list(padding), "depth_multiplier": multiplier, "requant": requant.form}
+    layer = qnn_choices.ConvLayer(data.shape, weight_data.shape, output.shape, strides, dilations, padding,
+                                  multiplier, data.zero_point, requant)
+    params = layer.params
     knobs = graph.choose(kind, params)
-    if dilations == (1, 1):
-        # Windows clipped at run time: the raw bias, the input offset applied in the micro-kernel.
-        if depthwise:
-            func, req = qnn_tvmscript.depthwise_conv2d_windows(
-                data.shape, weight.shape, output.shape, strides, padding, multiplier, data.zero_point, requant,
-                interior=knobs["interior"])
-        elif knobs["method"] in ("gathered", "gathered_widened"):
-            func, req = qnn_tvmscript.conv2d_gathered(
-                data.shape, weight_data.shape, output.shape, strides, padding, data.zero_point, requant,
-                widened=knobs["method"] == "gathered_widened")
-        else:
-            func, req = qnn_tvmscript.conv2d_windows(
-                data.shape, weight_data.shape, output.shape, strides, padding, data.zero_point, requant,
-                pixel_pairs=knobs["pixel_pairs"], widened=knobs["method"] == "widened")
-        folded = raw_bias
-    elif depthwise:
-        folded = _folded_bias(bias_data, weight.data, 3, -data.zero_point)
-        func, req = qnn_te.depthwise_conv2d(data.shape, weight.shape, output.shape, strides, dilations, padding,
-                                            multiplier, data.zero_point, requant)
+    build, folded_bias = qnn_choices.conv_kernel(kind, knobs)
+    func, req = build(layer)
+    if folded_bias:
+        folded = _folded_bias(bias_data, weight_data, 3 if depthwise else 0, -data.zero_point)
     else:
-        folded = _folded_bias(bias_data, weight_data, 0, -data.zero_point)
-        func, req = qnn_te.conv2d(data.shape, weight_data.shape, output.shape, strides, dilations, padding,
-                                  data.zero_point, requant)
+        folded = raw_bias
     name = "depthwise_conv2d" if depthwise else "conv2d"
     return KernelSpec(name, func, [data, weight_data, folded] + req, output, kind, params, knobs)
 

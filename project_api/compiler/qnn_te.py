@@ -14,11 +14,10 @@ structure; these builders only state the math.
 
 from __future__ import annotations
 
-from typing import Tuple
-
 from tvm import te, tirx
 
-from .qnn_requant import (Requant, clamp_to_int8, requantize_right_or_general, rounding_divide_by_pot,
+from .qnn_choices import ConvLayer
+from .qnn_requant import (clamp_to_int8, requantize_right_or_general, rounding_divide_by_pot,
                           saturating_shift_left, srdhm)
 
 I32, I64 = "int32", "int64"
@@ -47,19 +46,19 @@ def _padded(data, pad_top: int, pad_left: int, height: int, width: int, fill: in
     return te.compute(out_shape, value, name=name)
 
 
-def _convolution(input_shape, weight_shape, output_shape, strides, dilations, padding, input_zero_point: int,
-                 requant: Requant, out_channels: int, kernel_size, channel_axes, product):
+def _convolution(layer: ConvLayer, out_channels: int, kernel_size, channel_axes, product):
     """What conv2d and depthwise_conv2d share: zero-point padding, a window sum over ``ky``, ``kx``
     and ``channel_axes`` (name, extent) of ``product(tap, weight, o, ky, kx, *channel_axes)``, where
     ``tap(ch)`` is the padded input under the window as int32, then bias and requantization."""
-    _, height, width, _ = input_shape
+    _, height, width, _ = layer.input_shape
     kernel_h, kernel_w = kernel_size
-    _, out_h, out_w, _ = output_shape
-    stride_h, stride_w = strides
-    dil_h, dil_w = dilations
-    pad_top, pad_left = padding
-    data = te.placeholder(tuple(input_shape), "int8", name="input")
-    weight = te.placeholder(tuple(weight_shape), "int8", name="weight")
+    _, out_h, out_w, _ = layer.output_shape
+    stride_h, stride_w = layer.strides
+    dil_h, dil_w = layer.dilations
+    pad_top, pad_left = layer.padding
+    input_zero_point, requant = layer.input_zero_point, layer.requant
+    data = te.placeholder(tuple(layer.input_shape), "int8", name="input")
+    weight = te.placeholder(tuple(layer.weight_shape), "int8", name="weight")
     bias = te.placeholder((out_channels,), I32, name="bias")
     req_tensors, req_values = requant.placeholders(out_channels)
     padded_h = max((out_h - 1) * stride_h + (kernel_h - 1) * dil_h + 1, height + pad_top)
@@ -81,21 +80,18 @@ def _convolution(input_shape, weight_shape, output_shape, strides, dilations, pa
     return te.create_prim_func(params), req_values
 
 
-def conv2d(input_shape, weight_shape, output_shape, strides, dilations, padding: Tuple[int, int],
-           input_zero_point: int, requant: Requant):
-    """NHWC int8 input, OHWI int8 weights, folded int32 bias -> NHWC int8."""
-    out_channels, kernel_h, kernel_w, channels = weight_shape
-    return _convolution(input_shape, weight_shape, output_shape, strides, dilations, padding, input_zero_point,
-                        requant, out_channels, (kernel_h, kernel_w), [("kc", channels)],
+def conv2d(layer: ConvLayer):
+    """NHWC int8 input, OHWI int8 weights, folded int32 bias -> NHWC int8 (any dilation)."""
+    out_channels, kernel_h, kernel_w, channels = layer.weight_shape
+    return _convolution(layer, out_channels, (kernel_h, kernel_w), [("kc", channels)],
                         lambda tap, weight, o, ky, kx, kc: tap(kc) * weight[o, ky, kx, kc].astype(I32))
 
 
-def depthwise_conv2d(input_shape, weight_shape, output_shape, strides, dilations, padding, depth_multiplier: int,
-                     input_zero_point: int, requant: Requant):
-    """NHWC int8 input, [1, KH, KW, C*M] int8 weights, folded int32 bias -> NHWC int8."""
-    _, kernel_h, kernel_w, out_channels = weight_shape
-    return _convolution(input_shape, weight_shape, output_shape, strides, dilations, padding, input_zero_point,
-                        requant, out_channels, (kernel_h, kernel_w), [],
+def depthwise_conv2d(layer: ConvLayer):
+    """NHWC int8 input, [1, KH, KW, C*M] int8 weights, folded int32 bias -> NHWC int8 (any dilation)."""
+    _, kernel_h, kernel_w, out_channels = layer.weight_shape
+    depth_multiplier = layer.depth_multiplier
+    return _convolution(layer, out_channels, (kernel_h, kernel_w), [],
                         lambda tap, weight, o, ky, kx: tap(o // depth_multiplier) * weight[0, ky, kx, o].astype(I32))
 
 

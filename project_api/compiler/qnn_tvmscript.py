@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from typing import Tuple
 
+from .qnn_choices import ConvLayer, depthwise_per_pixel, is_pointwise
 from .qnn_requant import Requant
 
 
@@ -30,18 +31,7 @@ def _clip(origin: str, extent: int, size: int) -> Tuple[str, str]:
     return first, count
 
 
-def gathers_windows(input_shape, weight_shape, padding) -> bool:
-    """Short window rows (one or two SIMD words, as in first layers over one input channel) cost
-    more in per-row overhead than in products: such convolutions copy each window to a contiguous
-    buffer first (``conv2d_gathered``). The window must be a whole number of words."""
-    channels = int(input_shape[3])
-    _, kernel_h, kernel_w, _ = (int(d) for d in weight_shape)
-    size = kernel_h * kernel_w * channels
-    return kernel_w * channels < 8 and kernel_h > 1 and size % 4 == 0 and size <= 256
-
-
-def conv2d_gathered(input_shape, weight_shape, output_shape, strides, padding, input_zero_point: int,
-                    requant: Requant, widened: bool = False):
+def conv2d_gathered(layer: ConvLayer, widened: bool = False):
     """CONV_2D (dilation 1) over gathered windows: output pixels in pairs along the whole image
     (row-major), both windows copied by ``mtp_gather_window_s8`` to a stack buffer, then two
     pixels x two channels per ``mtp_dot2x2_s8`` call over the contiguous windows (one pixel:
@@ -50,10 +40,11 @@ def conv2d_gathered(input_shape, weight_shape, output_shape, strides, padding, i
     ``widened`` (a tuning knob): the pair's two windows are widened once to int16 lanes with the
     input offset (``mtp_widen_s8``, c/mtp_widened.h) and each channel pair takes
     ``mtp_dot2x2_widened_s8`` (CMSIS-NN's im2col to q15)."""
-    _, height, width, channels = (int(d) for d in input_shape)
-    out_channels, kernel_h, kernel_w, _ = (int(d) for d in weight_shape)
-    _, out_h, out_w, _ = (int(d) for d in output_shape)
-    (stride_h, stride_w), (pad_top, pad_left) = strides, padding
+    _, height, width, channels = (int(d) for d in layer.input_shape)
+    out_channels, kernel_h, kernel_w, _ = (int(d) for d in layer.weight_shape)
+    _, out_h, out_w, _ = (int(d) for d in layer.output_shape)
+    (stride_h, stride_w), (pad_top, pad_left) = layer.strides, layer.padding
+    input_zero_point, requant = layer.input_zero_point, layer.requant
     size = kernel_h * kernel_w * channels
     pixels = out_h * out_w
     offset = -input_zero_point
@@ -125,8 +116,7 @@ def conv2d_gathered(input_shape, weight_shape, output_shape, strides, padding, i
     return _parse(source), requant.script_values()
 
 
-def conv2d_windows(input_shape, weight_shape, output_shape, strides, padding, input_zero_point: int,
-                   requant: Requant, pixel_pairs: bool = True, widened: bool = False):
+def conv2d_windows(layer: ConvLayer, pixel_pairs: bool = True, widened: bool = False):
     """CONV_2D (dilation 1), raw bias, windows clipped to the input. Output pixels go in pairs
     along x: when both pixels' windows clip alike (always, away from the left and right borders),
     ``mtp_window2x2_s8`` computes two pixels x two channels per call; otherwise each pixel takes
@@ -135,12 +125,13 @@ def conv2d_windows(input_shape, weight_shape, output_shape, strides, padding, in
     ``mtp_dot2_s8``. Tuning knobs: ``pixel_pairs=False`` takes one pixel per call everywhere;
     ``widened`` (pointwise, channels a multiple of 4) widens each pixel pair's inputs once
     (``mtp_widen_s8``) and takes ``mtp_dot2x2_widened_s8`` per channel pair."""
-    _, height, width, channels = (int(d) for d in input_shape)
-    out_channels, kernel_h, kernel_w, _ = (int(d) for d in weight_shape)
-    _, out_h, out_w, _ = (int(d) for d in output_shape)
-    (stride_h, stride_w), (pad_top, pad_left) = strides, padding
-    pointwise = kernel_h == kernel_w == 1 and padding == (0, 0)
-    if pointwise and strides == (1, 1):
+    _, height, width, channels = (int(d) for d in layer.input_shape)
+    out_channels, kernel_h, kernel_w, _ = (int(d) for d in layer.weight_shape)
+    _, out_h, out_w, _ = (int(d) for d in layer.output_shape)
+    (stride_h, stride_w), (pad_top, pad_left) = layer.strides, layer.padding
+    input_zero_point, requant = layer.input_zero_point, layer.requant
+    pointwise = is_pointwise(layer.weight_shape, layer.padding)
+    if pointwise and (stride_h, stride_w) == (1, 1):
         # Input and output pixels correspond one to one: pair them along the whole image, not
         # row by row (an odd row width would leave one pixel per row to the one-pixel kernel).
         height, width, out_h, out_w = 1, height * width, 1, out_h * out_w
@@ -272,20 +263,20 @@ def _paired_source(name, input_size, weight_size, channels, output_size, requant
     return "\n".join(lines) + "\n"
 
 
-def depthwise_conv2d_windows(input_shape, weight_shape, output_shape, strides, padding, depth_multiplier: int,
-                             input_zero_point: int, requant: Requant, interior: bool = False):
+def depthwise_conv2d_windows(layer: ConvLayer, interior: bool = False):
     """DEPTHWISE_CONV_2D (dilation 1): per output pixel and four channels, ``mtp_depthwise4_s8``
     over the clipped window (depth multiplier 1, channels a multiple of 4); otherwise per output
     ``mtp_depthwise_window_s8``. ``interior`` (a tuning knob): pixels whose window is inside the
     input call the micro-kernel with the window's size as constants (once inlined, at opt O2, gcc
     unrolls the taps and addresses them by immediate offsets); the border pixels as before."""
-    _, height, width, channels = (int(d) for d in input_shape)
-    _, kernel_h, kernel_w, out_channels = (int(d) for d in weight_shape)
-    _, out_h, out_w, _ = (int(d) for d in output_shape)
-    (stride_h, stride_w), (pad_top, pad_left) = strides, padding
+    _, height, width, channels = (int(d) for d in layer.input_shape)
+    _, kernel_h, kernel_w, out_channels = (int(d) for d in layer.weight_shape)
+    _, out_h, out_w, _ = (int(d) for d in layer.output_shape)
+    (stride_h, stride_w), (pad_top, pad_left) = layer.strides, layer.padding
+    depth_multiplier, input_zero_point, requant = layer.depth_multiplier, layer.input_zero_point, layer.requant
     ky0, rows = _clip(f"y * {stride_h} - {pad_top}", kernel_h, height)
     kx0, cols = _clip(f"x * {stride_w} - {pad_left}", kernel_w, width)
-    if depth_multiplier == 1 and channels % 4 == 0:
+    if depthwise_per_pixel(layer.input_shape, depth_multiplier):
         a = f"((y * {stride_h} - {pad_top} + {ky0}) * {width} + x * {stride_w} - {pad_left} + {kx0}) * {channels}"
         b = f"({ky0} * {kernel_w} + {kx0}) * {channels}"
         call = (f'T.call_extern("int32", "mtp_depthwise_pixel_s8", T.address_of(input[{a}]), '
