@@ -199,7 +199,7 @@ def conv2d_windows(layer: ConvLayer, pixel_pairs: bool = True, widened: bool = F
         lines = [_substitute(line, x) for line in lines]
         if out_channels % 2:
             lines += [_substitute(line, x) for line in pixel_lines("x")[-1:]]
-            lines += [_substitute(line, f"{x} + 1") for line in pixel_lines("x")[-1:]]
+            lines += [_substitute(line, f"({x} + 1)") for line in pixel_lines("x")[-1:]]
         return lines
 
     body = [f"for y in range({out_h}):"]
