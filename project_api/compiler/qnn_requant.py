@@ -155,9 +155,10 @@ class Requant:
         return clamp_to_int8(value + _i32(self.output_zero_point), self.act_min, self.act_max)
 
 
-    def script_params(self, channels: int) -> str:
-        """The per-channel constant arrays as TVMScript parameters (after ``bias``; none per tensor)."""
-        return "".join(f', {name}: T.Buffer(({channels},), "{values.dtype}")' for name, values in self._script_arrays())
+    def script_params(self, channels: int):
+        """The per-channel constant arrays as TVMScript buffer parameters (name, element count, dtype),
+        read after ``bias``; none per tensor."""
+        return [(name, channels, str(values.dtype)) for name, values in self._script_arrays()]
 
     def script_values(self):
         """The values of ``script_params``' arrays, in order: the constants a TVMScript kernel reads."""

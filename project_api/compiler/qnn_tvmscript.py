@@ -7,21 +7,63 @@ multiply-accumulate), followed by the requantization (``Requant.script_expr``). 
 indices are computed in TIR. Each builder returns ``(tirx.PrimFunc, constants)`` as the TE builders
 do (``qnn_te.py``); which builder a layer takes is ``qnn_choices.py``'s decision. Register
 blocking and the loop structure are the schedule: docs/int8-kernels.md.
+
+The kernels are written with ``_Script``, statement by statement; every index is built by a small
+function of the loop variables' expressions (``pixel`` for an output pixel, ``c`` for a pair's
+first channel), never by rewriting text afterwards. Those expressions are spelled out where they
+are used: a scalar binding would become a local allocation, which the unpacked-ABI lowering refuses.
 """
 
 from __future__ import annotations
 
-import re
-from typing import Tuple
+import contextlib
+from typing import List, Sequence, Tuple
 
 from .qnn_choices import ConvLayer, depthwise_per_pixel, is_pointwise
 from .qnn_requant import Requant
+
+PAIR = "(pair * 2)"  # the first channel (unit) of the pair of loop ``pair``
 
 
 def _parse(source: str):
     import tvm
 
     return tvm.script.from_source(source)
+
+
+class _Script:
+    """One TVMScript PrimFunc: ``line`` adds statements at the current depth, ``block`` a compound
+    statement (``for``, ``if``, ``else``) whose body the ``with`` block writes one level deeper."""
+
+    def __init__(self, name: str, params: Sequence[Tuple[str, int, str]]):
+        """``params``: (name, element count, dtype) of each flat buffer parameter, in order."""
+        buffers = ", ".join(f'{param}: T.Buffer(({count},), "{dtype}")' for param, count, dtype in params)
+        self._lines = ["@T.prim_func", f"def {name}({buffers}):"]
+        self._depth = 1
+
+    def line(self, *statements: str) -> None:
+        self._lines += ["    " * self._depth + statement for statement in statements]
+
+    @contextlib.contextmanager
+    def block(self, header: str):
+        self.line(header + ":")
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+
+    def parse(self):
+        return _parse("\n".join(self._lines) + "\n")
+
+
+def _kernel_params(input_size: int, weight_size: int, channels: int, output_size: int, requant: Requant):
+    return ([("input", input_size, "int8"), ("weight", weight_size, "int8"), ("bias", channels, "int32")]
+            + requant.script_params(channels) + [("output", output_size, "int8")])
+
+
+def _extern(name: str, *args) -> str:
+    return f'T.call_extern("int32", "{name}", {", ".join(str(arg) for arg in args)})'
 
 
 def _clip(origin: str, extent: int, size: int) -> Tuple[str, str]:
@@ -49,71 +91,65 @@ def conv2d_gathered(layer: ConvLayer, widened: bool = False):
     pixels = out_h * out_w
     offset = -input_zero_point
     last = out_channels - 1
+    c = PAIR
 
     def gather(pixel: str, slot: int) -> str:
         y0 = f"T.floordiv({pixel}, {out_w}) * {stride_h} - {pad_top}"
         x0 = f"T.floormod({pixel}, {out_w}) * {stride_w} - {pad_left}"
-        return (f'T.evaluate(T.call_extern("int32", "mtp_gather_window_s8", T.address_of(input[0]), {height}, '
-                f'{width}, {channels}, {y0}, {x0}, {kernel_h}, {kernel_w}, {input_zero_point}, '
-                f'T.address_of(windows[{slot * size}])))')
+        gathered = _extern("mtp_gather_window_s8", "T.address_of(input[0])", height, width, channels, y0, x0, kernel_h,
+                           kernel_w, input_zero_point, f"T.address_of(windows[{slot * size}])")
+        return f"T.evaluate({gathered})"
 
-    def out(pixel: str, channel: str) -> str:
+    def out(pixel: str, channel) -> str:
         return f"output[({pixel}) * {out_channels} + {channel}]"
 
     def single(slot: int) -> str:
-        return (f'T.call_extern("int32", "mtp_dot_s8", T.address_of(windows[{slot * size}]), '
-                f'T.address_of(weight[{last * size}]), {size}, {offset}, bias[{last}])')
+        return _extern("mtp_dot_s8", f"T.address_of(windows[{slot * size}])", f"T.address_of(weight[{last * size}])",
+                       size, offset, f"bias[{last}]")
 
-    body = []
+    script = _Script("conv2d", _kernel_params(height * width * channels, out_channels * size, out_channels,
+                                              pixels * out_channels, requant))
+    script.line('acc = T.alloc_buffer((4,), "int32")', f'windows = T.alloc_buffer(({2 * size},), "int8")',
+                # TVM sizes a local buffer by the elements its TIR touches, and the micro-kernels'
+                # pointers name only each window's first byte: one store to the last gives the extent.
+                f"windows[{2 * size - 1}] = T.int8({input_zero_point})")
+    if widened and pixels >= 2 and out_channels >= 2:
+        script.line(f'wide = T.alloc_buffer(({2 * size},), "int16")', f"wide[{2 * size - 1}] = T.int16(0)")
     if pixels >= 2:
-        body += [f"for pp in range({pixels // 2}):", "    " + gather("pp * 2", 0), "    " + gather("pp * 2 + 1", 1)]
-        if out_channels >= 2:
-            if widened:
-                body.append(f'    T.evaluate(T.call_extern("int32", "mtp_widen_s8", T.address_of(windows[0]), '
-                            f'{2 * size}, {offset}, T.address_of(wide[0])))')
-                dot = (f'T.call_extern("int32", "mtp_dot2x2_widened_s8", T.address_of(wide[0]), {size}, '
-                       f'T.address_of(weight[c * {size}]), {size}, {size}, T.address_of(acc[0]))')
-            else:
-                dot = (f'T.call_extern("int32", "mtp_dot2x2_s8", T.address_of(windows[0]), {size}, '
-                       f'T.address_of(weight[c * {size}]), {size}, {size}, {offset}, T.address_of(acc[0]))')
-            body += [f"    for pair in range({out_channels // 2}):",
-                     "        acc[0] = bias[c]", "        acc[1] = bias[c + 1]",
-                     "        acc[2] = bias[c]", "        acc[3] = bias[c + 1]",
-                     f'        T.evaluate({dot})']
-            for index, (dp, dc) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
-                body.append(f"        {out(f'pp * 2 + {dp}', f'c + {dc}')} = "
-                            f"{requant.script_expr(f'acc[{index}]', f'c + {dc}')}")
-        if out_channels % 2:
-            body += [f"    {out(f'pp * 2 + {slot}', str(last))} = {requant.script_expr(single(slot), str(last))}"
-                     for slot in (0, 1)]
+        with script.block(f"for pp in range({pixels // 2})"):
+            script.line(gather("pp * 2", 0), gather("pp * 2 + 1", 1))
+            if out_channels >= 2:
+                if widened:
+                    widen = _extern("mtp_widen_s8", "T.address_of(windows[0])", 2 * size, offset,
+                                    "T.address_of(wide[0])")
+                    script.line(f"T.evaluate({widen})")
+                    dot = _extern("mtp_dot2x2_widened_s8", "T.address_of(wide[0])", size,
+                                  f"T.address_of(weight[{c} * {size}])", size, size, "T.address_of(acc[0])")
+                else:
+                    dot = _extern("mtp_dot2x2_s8", "T.address_of(windows[0])", size,
+                                  f"T.address_of(weight[{c} * {size}])", size, size, offset, "T.address_of(acc[0])")
+                with script.block(f"for pair in range({out_channels // 2})"):
+                    script.line(f"acc[0] = bias[{c}]", f"acc[1] = bias[{c} + 1]", f"acc[2] = bias[{c}]",
+                                f"acc[3] = bias[{c} + 1]", f"T.evaluate({dot})")
+                    for index, (dp, dc) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+                        script.line(f"{out(f'pp * 2 + {dp}', f'{c} + {dc}')} = "
+                                    f"{requant.script_expr(f'acc[{index}]', f'{c} + {dc}')}")
+            if out_channels % 2:
+                script.line(*(f"{out(f'pp * 2 + {slot}', last)} = {requant.script_expr(single(slot), str(last))}"
+                              for slot in (0, 1)))
     if pixels % 2:
         pixel = str(pixels - 1)
-        body.append(gather(pixel, 0))
+        script.line(gather(pixel, 0))
         if out_channels >= 2:
-            body += [f"for pair in range({out_channels // 2}):",
-                     "    acc[0] = bias[c]", "    acc[1] = bias[c + 1]",
-                     f'    T.evaluate(T.call_extern("int32", "mtp_dot2_s8", T.address_of(windows[0]), '
-                     f'T.address_of(weight[c * {size}]), {size}, {size}, {offset}, T.address_of(acc[0])))',
-                     f"    {out(pixel, 'c')} = {requant.script_expr('acc[0]', 'c')}",
-                     f"    {out(pixel, 'c + 1')} = {requant.script_expr('acc[1]', 'c + 1')}"]
+            dot = _extern("mtp_dot2_s8", "T.address_of(windows[0])", f"T.address_of(weight[{c} * {size}])", size,
+                          size, offset, "T.address_of(acc[0])")
+            with script.block(f"for pair in range({out_channels // 2})"):
+                script.line(f"acc[0] = bias[{c}]", f"acc[1] = bias[{c} + 1]", f"T.evaluate({dot})",
+                            f"{out(pixel, c)} = {requant.script_expr('acc[0]', c)}",
+                            f"{out(pixel, f'{c} + 1')} = {requant.script_expr('acc[1]', f'{c} + 1')}")
         if out_channels % 2:
-            body.append(f"{out(pixel, str(last))} = {requant.script_expr(single(0), str(last))}")
-    body = [re.sub(r"\bc\b", "(pair * 2)", line) for line in body]
-    source = "\n".join(
-        ["@T.prim_func",
-         f'def conv2d(input: T.Buffer(({height * width * channels},), "int8"), '
-         f'weight: T.Buffer(({out_channels * size},), "int8"),',
-         f'           bias: T.Buffer(({out_channels},), "int32"){requant.script_params(out_channels)},',
-         f'           output: T.Buffer(({pixels * out_channels},), "int8")):',
-         '    acc = T.alloc_buffer((4,), "int32")',
-         f'    windows = T.alloc_buffer(({2 * size},), "int8")',
-         # TVM sizes a local buffer by the elements its TIR touches, and the micro-kernels'
-         # pointers name only each window's first byte: one store to the last gives the extent.
-         f'    windows[{2 * size - 1}] = T.int8({input_zero_point})']
-        + ([f'    wide = T.alloc_buffer(({2 * size},), "int16")', f'    wide[{2 * size - 1}] = T.int16(0)']
-           if widened and pixels >= 2 and out_channels >= 2 else [])
-        + ["    " + line for line in body]) + "\n"
-    return _parse(source), requant.script_values()
+            script.line(f"{out(pixel, last)} = {requant.script_expr(single(0), str(last))}")
+    return script.parse(), requant.script_values()
 
 
 def conv2d_windows(layer: ConvLayer, pixel_pairs: bool = True, widened: bool = False):
@@ -136,131 +172,110 @@ def conv2d_windows(layer: ConvLayer, pixel_pairs: bool = True, widened: bool = F
         # row by row (an odd row width would leave one pixel per row to the one-pixel kernel).
         height, width, out_h, out_w = 1, height * width, 1, out_h * out_w
     ky0, rows = _clip(f"y * {stride_h} - {pad_top}", kernel_h, height)
-    kx0, cols = _clip(f"x * {stride_w} - {pad_left}", kernel_w, width)
     if pointwise:
-        ky0 = kx0 = "0"
-    a = f"((y * {stride_h} - {pad_top} + {ky0}) * {width} + x * {stride_w} - {pad_left} + {kx0}) * {channels}"
+        ky0 = "0"
     filter_size = kernel_h * kernel_w * channels
     offset = -input_zero_point
-
-    def b(channel):
-        return f"(({channel} * {kernel_h} + {ky0}) * {kernel_w} + {kx0}) * {channels}"
-
-    def out(x, channel):
-        return f"output[(y * {out_w} + {x}) * {out_channels} + {channel}]"
-
-    window = f"{rows}, {cols} * {channels}, {width * channels}, {kernel_w * channels}, {offset}"
-    if pointwise:
-        pair_call = (f'mtp_dot2_s8", T.address_of(input[{a}]), T.address_of(weight[{b("c")}]), {filter_size}, '
-                     f'{channels}, {offset}')
-        quad_call = (f'mtp_dot2x2_s8", T.address_of(input[{a}]), {stride_w * channels}, '
-                     f'T.address_of(weight[{b("c")}]), {filter_size}, {channels}, {offset}')
-    else:
-        pair_call = f'mtp_window2_s8", T.address_of(input[{a}]), T.address_of(weight[{b("c")}]), {filter_size}, {window}'
-        quad_call = (f'mtp_window2x2_s8", T.address_of(input[{a}]), {stride_w * channels}, '
-                     f'T.address_of(weight[{b("c")}]), {filter_size}, {window}')
     last = out_channels - 1
-    single = (f'T.call_extern("int32", "mtp_window_s8", T.address_of(input[{a}]), T.address_of(weight[{b(last)}]), '
-              f'{window}, bias[{last}])')
+    c = PAIR
 
-    def pixel_lines(x: str):
-        """One output pixel: pairs of channels, then an odd last channel."""
-        lines = []
+    # Expressions of the output pixel ``pixel`` (its x; y is the loop variable) and a channel.
+    def kx0(pixel: str) -> str:
+        return "0" if pointwise else _clip(f"{pixel} * {stride_w} - {pad_left}", kernel_w, width)[0]
+
+    def cols(pixel: str) -> str:
+        return _clip(f"{pixel} * {stride_w} - {pad_left}", kernel_w, width)[1]
+
+    def a(pixel: str) -> str:
+        return (f"((y * {stride_h} - {pad_top} + {ky0}) * {width} + {pixel} * {stride_w} - {pad_left} + "
+                f"{kx0(pixel)}) * {channels}")
+
+    def b(channel, pixel: str) -> str:
+        return f"(({channel} * {kernel_h} + {ky0}) * {kernel_w} + {kx0(pixel)}) * {channels}"
+
+    def out(pixel: str, channel) -> str:
+        return f"output[(y * {out_w} + {pixel}) * {out_channels} + {channel}]"
+
+    def window(pixel: str) -> List[str]:
+        return [rows, f"{cols(pixel)} * {channels}", str(width * channels), str(kernel_w * channels), str(offset)]
+
+    def address(buffer: str, index: str) -> str:
+        return f"T.address_of({buffer}[{index}])"
+
+    def pair_call(pixel: str) -> str:
+        if pointwise:
+            return _extern("mtp_dot2_s8", address("input", a(pixel)), address("weight", b(c, pixel)), filter_size,
+                           channels, offset, "T.address_of(acc[0])")
+        return _extern("mtp_window2_s8", address("input", a(pixel)), address("weight", b(c, pixel)), filter_size,
+                       *window(pixel), "T.address_of(acc[0])")
+
+    def quad_call(pixel: str) -> str:
+        if widened:
+            return _extern("mtp_dot2x2_widened_s8", "T.address_of(wide[0])", channels,
+                           address("weight", b(c, pixel)), filter_size, channels, "T.address_of(acc[0])")
+        if pointwise:
+            return _extern("mtp_dot2x2_s8", address("input", a(pixel)), stride_w * channels,
+                           address("weight", b(c, pixel)), filter_size, channels, offset, "T.address_of(acc[0])")
+        return _extern("mtp_window2x2_s8", address("input", a(pixel)), stride_w * channels,
+                       address("weight", b(c, pixel)), filter_size, *window(pixel), "T.address_of(acc[0])")
+
+    def odd_channel(pixel: str) -> None:
+        single = _extern("mtp_window_s8", address("input", a(pixel)), address("weight", b(last, pixel)),
+                         *window(pixel), f"bias[{last}]")
+        script.line(f"{out(pixel, last)} = {requant.script_expr(single, str(last))}")
+
+    def one_pixel(pixel: str) -> None:
+        """Pairs of channels, then an odd last channel."""
         if out_channels >= 2:
-            lines += [f"for pair in range({out_channels // 2}):",
-                      "    acc[0] = bias[c]", "    acc[1] = bias[c + 1]",
-                      f'    T.evaluate(T.call_extern("int32", "{pair_call}, T.address_of(acc[0])))',
-                      f"    {out('x', 'c')} = {requant.script_expr('acc[0]', 'c')}",
-                      f"    {out('x', 'c + 1')} = {requant.script_expr('acc[1]', 'c + 1')}"]
+            with script.block(f"for pair in range({out_channels // 2})"):
+                script.line(f"acc[0] = bias[{c}]", f"acc[1] = bias[{c} + 1]", f"T.evaluate({pair_call(pixel)})",
+                            f"{out(pixel, c)} = {requant.script_expr('acc[0]', c)}",
+                            f"{out(pixel, f'{c} + 1')} = {requant.script_expr('acc[1]', f'{c} + 1')}")
         if out_channels % 2:
-            lines.append(f"{out('x', last)} = {requant.script_expr(single, str(last))}")
-        return [_substitute(line, x) for line in lines]
+            odd_channel(pixel)
 
-    if widened:
-        quad_call = (f'mtp_dot2x2_widened_s8", T.address_of(wide[0]), {channels}, '
-                     f'T.address_of(weight[{b("c")}]), {filter_size}, {channels}')
-
-    def pixel_pair_lines(x: str):
-        """Output pixels x and x + 1 whose windows clip alike: two pixels x two channels per call."""
-        lines = []
+    def two_pixels(pixel: str) -> None:
+        """Output pixels ``pixel`` and ``pixel + 1``, whose windows clip alike: two pixels x two channels per call."""
+        second = f"({pixel} + 1)"
         if out_channels >= 2:
             if widened:
-                second = _substitute(a, "(x + 1)")
-                lines += [f'T.evaluate(T.call_extern("int32", "mtp_widen_s8", T.address_of(input[{a}]), {channels}, '
-                          f'{offset}, T.address_of(wide[0])))',
-                          f'T.evaluate(T.call_extern("int32", "mtp_widen_s8", T.address_of(input[{second}]), '
-                          f'{channels}, {offset}, T.address_of(wide[{channels}])))']
-            lines += [f"for pair in range({out_channels // 2}):",
-                      "    acc[0] = bias[c]", "    acc[1] = bias[c + 1]", "    acc[2] = bias[c]", "    acc[3] = bias[c + 1]",
-                      f'    T.evaluate(T.call_extern("int32", "{quad_call}, T.address_of(acc[0])))']
-            for index, (dx, dc) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
-                channel = f"c + {dc}"
-                lines.append(f"    {out(f'x + {dx}', channel)} = {requant.script_expr(f'acc[{index}]', channel)}")
-        lines = [_substitute(line, x) for line in lines]
+                for slot, each in enumerate((pixel, second)):
+                    widen = _extern("mtp_widen_s8", address("input", a(each)), channels, offset,
+                                    f"T.address_of(wide[{slot * channels}])")
+                    script.line(f"T.evaluate({widen})")
+            with script.block(f"for pair in range({out_channels // 2})"):
+                script.line(f"acc[0] = bias[{c}]", f"acc[1] = bias[{c} + 1]", f"acc[2] = bias[{c}]",
+                            f"acc[3] = bias[{c} + 1]", f"T.evaluate({quad_call(pixel)})")
+                for index, (dx, dc) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+                    channel = f"{c} + {dc}"
+                    script.line(f"{out(f'{pixel} + {dx}', channel)} = {requant.script_expr(f'acc[{index}]', channel)}")
         if out_channels % 2:
-            lines += [_substitute(line, x) for line in pixel_lines("x")[-1:]]
-            lines += [_substitute(line, f"({x} + 1)") for line in pixel_lines("x")[-1:]]
-        return lines
+            odd_channel(pixel)
+            odd_channel(second)
 
-    body = [f"for y in range({out_h}):"]
-    if not pixel_pairs:
-        body.append(f"    for x in range({out_w}):")
-        body += ["        " + line for line in pixel_lines("x")]
-    elif out_w >= 2:
-        body.append(f"    for xp in range({out_w // 2}):")
-        if pointwise:
-            body += ["        " + line for line in pixel_pair_lines("(xp * 2)")]
-        else:
-            same = (f"{_substitute(kx0, '(xp * 2)')} == {_substitute(kx0, '(xp * 2 + 1)')} and "
-                    f"{_substitute(cols, '(xp * 2)')} == {_substitute(cols, '(xp * 2 + 1)')}")
-            body.append(f"        if {same}:")
-            body += ["            " + line for line in pixel_pair_lines("(xp * 2)")]
-            body.append("        else:")
-            body += ["            " + line for line in pixel_lines("(xp * 2)") + pixel_lines("(xp * 2 + 1)")]
-    if out_w % 2 and pixel_pairs:
-        body += ["    " + line for line in pixel_lines(str(out_w - 1))]
-    wide = ([f'    wide = T.alloc_buffer(({2 * channels},), "int16")', f'    wide[{2 * channels - 1}] = T.int16(0)']
-            if widened and pixel_pairs and out_w >= 2 and out_channels >= 2 else [])
-    source = "\n".join(
-        ["@T.prim_func",
-         f'def conv2d(input: T.Buffer(({height * width * channels},), "int8"), '
-         f'weight: T.Buffer(({out_channels * filter_size},), "int8"),',
-         f'           bias: T.Buffer(({out_channels},), "int32"){requant.script_params(out_channels)},',
-         f'           output: T.Buffer(({out_h * out_w * out_channels},), "int8")):',
-         '    acc = T.alloc_buffer((4,), "int32")'] + wide + ["    " + line for line in body]) + "\n"
-    return _parse(source), requant.script_values()
-
-
-def _substitute(line: str, x: str) -> str:
-    """``x`` -> the pixel's expression, ``c`` -> the pair's first channel (spelled out: a scalar
-    binding would become a local allocation, which the unpacked-ABI lowering refuses)."""
-    return re.sub(r"\bc\b", "(pair * 2)", re.sub(r"\bx\b", x, line))
-
-
-def _paired_source(name, input_size, weight_size, channels, output_size, requant, loops, pair, single, out_base):
-    """A kernel over output pixels (``loops``) and pairs of output channels ``c``, ``c + 1``."""
-    indent = "    " * (len(loops) + 1)
-    lines = ["@T.prim_func",
-             f'def {name}(input: T.Buffer(({input_size},), "int8"), weight: T.Buffer(({weight_size},), "int8"),',
-             f'         bias: T.Buffer(({channels},), "int32"){requant.script_params(channels)},',
-             f'         output: T.Buffer(({output_size},), "int8")):',
-             '    acc = T.alloc_buffer((2,), "int32")']
-    for depth, (var, extent) in enumerate(loops):
-        lines.append("    " * (depth + 1) + f"for {var} in range({extent}):")
-    if channels >= 2:
-        # ``c``, the pair's first channel, is spelled out: a scalar binding would become a local
-        # allocation, which the unpacked-ABI lowering refuses.
-        body = ["acc[0] = bias[c]",
-                "acc[1] = bias[c + 1]",
-                f"T.evaluate({pair})",
-                f"output[{out_base} + c] = {requant.script_expr('acc[0]', 'c')}",
-                f"output[{out_base} + c + 1] = {requant.script_expr('acc[1]', 'c + 1')}"]
-        lines.append(indent + f"for pair in range({channels // 2}):")
-        lines += [indent + "    " + re.sub(r"\bc\b", "(pair * 2)", line) for line in body]
-    if channels % 2:
-        last = channels - 1
-        lines.append(indent + f"output[{out_base} + {last}] = {requant.script_expr(single, str(last))}")
-    return "\n".join(lines) + "\n"
+    script = _Script("conv2d", _kernel_params(height * width * channels, out_channels * filter_size, out_channels,
+                                              out_h * out_w * out_channels, requant))
+    script.line('acc = T.alloc_buffer((4,), "int32")')
+    if widened and pixel_pairs and out_w >= 2 and out_channels >= 2:
+        script.line(f'wide = T.alloc_buffer(({2 * channels},), "int16")', f"wide[{2 * channels - 1}] = T.int16(0)")
+    with script.block(f"for y in range({out_h})"):
+        if not pixel_pairs:
+            with script.block(f"for x in range({out_w})"):
+                one_pixel("x")
+        elif out_w >= 2:
+            with script.block(f"for xp in range({out_w // 2})"):
+                left, right = "(xp * 2)", "(xp * 2 + 1)"
+                if pointwise:
+                    two_pixels(left)
+                else:
+                    with script.block(f"if {kx0(left)} == {kx0(right)} and {cols(left)} == {cols(right)}"):
+                        two_pixels(left)
+                    with script.block("else"):
+                        one_pixel(left)
+                        one_pixel(right)
+        if out_w % 2 and pixel_pairs:
+            one_pixel(str(out_w - 1))
+    return script.parse(), requant.script_values()
 
 
 def depthwise_conv2d_windows(layer: ConvLayer, interior: bool = False):
@@ -276,49 +291,42 @@ def depthwise_conv2d_windows(layer: ConvLayer, interior: bool = False):
     depth_multiplier, input_zero_point, requant = layer.depth_multiplier, layer.input_zero_point, layer.requant
     ky0, rows = _clip(f"y * {stride_h} - {pad_top}", kernel_h, height)
     kx0, cols = _clip(f"x * {stride_w} - {pad_left}", kernel_w, width)
+    a = f"((y * {stride_h} - {pad_top} + {ky0}) * {width} + x * {stride_w} - {pad_left} + {kx0}) * {channels}"
     if depthwise_per_pixel(layer.input_shape, depth_multiplier):
-        a = f"((y * {stride_h} - {pad_top} + {ky0}) * {width} + x * {stride_w} - {pad_left} + {kx0}) * {channels}"
         b = f"({ky0} * {kernel_w} + {kx0}) * {channels}"
-        call = (f'T.call_extern("int32", "mtp_depthwise_pixel_s8", T.address_of(input[{a}]), '
-                f'T.address_of(weight[{b}]), T.address_of(bias[0]), {rows}, {cols}, {width * channels}, '
-                f'{kernel_w * channels}, {channels}, {-input_zero_point}, T.address_of(acc[0]))')
-        lines = ["@T.prim_func",
-                 f'def depthwise_conv2d(input: T.Buffer(({height * width * channels},), "int8"),',
-                 f'                     weight: T.Buffer(({kernel_h * kernel_w * channels},), "int8"),',
-                 f'                     bias: T.Buffer(({channels},), "int32"){requant.script_params(channels)},',
-                 f'                     output: T.Buffer(({out_h * out_w * channels},), "int8")):',
-                 f'    acc = T.alloc_buffer(({channels},), "int32")',
-                 f"    for y in range({out_h}):",
-                 f"        for x in range({out_w}):"]
-        if interior:
-            inside = (f"y * {stride_h} - {pad_top} >= 0 and y * {stride_h} - {pad_top} + {kernel_h} <= {height} and "
-                      f"x * {stride_w} - {pad_left} >= 0 and x * {stride_w} - {pad_left} + {kernel_w} <= {width}")
-            whole = call.replace(f"{rows}, {cols}, {width * channels}", f"{kernel_h}, {kernel_w}, {width * channels}")
-            lines += [f"            if {inside}:", f"                T.evaluate({whole})", "            else:",
-                      f"                T.evaluate({call})"]
-        else:
-            lines.append(f"            T.evaluate({call})")
-        lines += [f"            for c in range({channels}):",
-                 f"                output[(y * {out_w} + x) * {channels} + c] = {requant.script_expr('acc[c]', 'c')}"]
-        return _parse("\n".join(lines) + "\n"), requant.script_values()
-    a = (f"((y * {stride_h} - {pad_top} + {ky0}) * {width} + x * {stride_w} - {pad_left} + {kx0}) * {channels}"
-         f" + T.floordiv(o, {depth_multiplier})")
+
+        def call(window_rows, window_cols) -> str:
+            return _extern("mtp_depthwise_pixel_s8", f"T.address_of(input[{a}])", f"T.address_of(weight[{b}])",
+                           "T.address_of(bias[0])", window_rows, window_cols, width * channels,
+                           kernel_w * channels, channels, -input_zero_point, "T.address_of(acc[0])")
+
+        script = _Script("depthwise_conv2d", _kernel_params(height * width * channels, kernel_h * kernel_w * channels,
+                                                            channels, out_h * out_w * channels, requant))
+        script.line(f'acc = T.alloc_buffer(({channels},), "int32")')
+        with script.block(f"for y in range({out_h})"), script.block(f"for x in range({out_w})"):
+            if interior:
+                inside = (f"y * {stride_h} - {pad_top} >= 0 and y * {stride_h} - {pad_top} + {kernel_h} <= {height} "
+                          f"and x * {stride_w} - {pad_left} >= 0 and x * {stride_w} - {pad_left} + {kernel_w} <= "
+                          f"{width}")
+                with script.block(f"if {inside}"):
+                    script.line(f"T.evaluate({call(kernel_h, kernel_w)})")
+                with script.block("else"):
+                    script.line(f"T.evaluate({call(rows, cols)})")
+            else:
+                script.line(f"T.evaluate({call(rows, cols)})")
+            with script.block(f"for c in range({channels})"):
+                script.line(f"output[(y * {out_w} + x) * {channels} + c] = {requant.script_expr('acc[c]', 'c')}")
+        return script.parse(), requant.script_values()
     b = f"({ky0} * {kernel_w} + {kx0}) * {out_channels} + o"
-    acc = (f'T.call_extern("int32", "mtp_depthwise_window_s8", T.address_of(input[{a}]), T.address_of(weight[{b}]), '
-           f'{rows}, {cols}, {width * channels}, {channels}, {kernel_w * out_channels}, {out_channels}, '
-           f'{-input_zero_point}, bias[o])')
-    source = f'''
-@T.prim_func
-def depthwise_conv2d(input: T.Buffer(({height * width * channels},), "int8"),
-                     weight: T.Buffer(({kernel_h * kernel_w * out_channels},), "int8"),
-                     bias: T.Buffer(({out_channels},), "int32"){requant.script_params(out_channels)},
-                     output: T.Buffer(({out_h * out_w * out_channels},), "int8")):
-    for y in range({out_h}):
-        for x in range({out_w}):
-            for o in range({out_channels}):
-                output[(y * {out_w} + x) * {out_channels} + o] = {requant.script_expr(acc, "o")}
-'''
-    return _parse(source), requant.script_values()
+    acc = _extern("mtp_depthwise_window_s8", f"T.address_of(input[{a} + T.floordiv(o, {depth_multiplier})])",
+                  f"T.address_of(weight[{b}])", rows, cols, width * channels, channels, kernel_w * out_channels,
+                  out_channels, -input_zero_point, "bias[o]")
+    script = _Script("depthwise_conv2d", _kernel_params(height * width * channels, kernel_h * kernel_w * out_channels,
+                                                        out_channels, out_h * out_w * out_channels, requant))
+    with script.block(f"for y in range({out_h})"), script.block(f"for x in range({out_w})"), \
+            script.block(f"for o in range({out_channels})"):
+        script.line(f"output[(y * {out_w} + x) * {out_channels} + o] = {requant.script_expr(acc, 'o')}")
+    return script.parse(), requant.script_values()
 
 
 def interleave_by_four(weights):
@@ -331,30 +339,35 @@ def interleave_by_four(weights):
 def fully_connected_interleaved(batches: int, depth: int, units: int, requant: Requant):
     """FULLY_CONNECTED with U and D multiples of 4: per group of four units, one
     ``mtp_dot4_interleaved_s8`` over weights laid out by ``interleave_by_four``; folded bias."""
-    lines = ["@T.prim_func",
-             f'def fully_connected(input: T.Buffer(({batches * depth},), "int8"), '
-             f'weight: T.Buffer(({units * depth},), "int8"),',
-             f'                    bias: T.Buffer(({units},), "int32"){requant.script_params(units)},',
-             f'                    output: T.Buffer(({batches * units},), "int8")):',
-             '    acc = T.alloc_buffer((4,), "int32")',
-             f"    for b in range({batches}):",
-             f"        for g in range({units // 4}):"]
-    lines += [f"            acc[{j}] = bias[g * 4 + {j}]" for j in range(4)]
-    lines.append(f'            T.evaluate(T.call_extern("int32", "mtp_dot4_interleaved_s8", '
-                 f'T.address_of(input[b * {depth}]), T.address_of(weight[g * {4 * depth}]), {depth}, '
-                 f'T.address_of(acc[0])))')
-    lines += [f"            output[b * {units} + g * 4 + {j}] = {requant.script_expr(f'acc[{j}]', f'g * 4 + {j}')}"
-              for j in range(4)]
-    return _parse("\n".join(lines) + "\n"), requant.script_values()
+    script = _Script("fully_connected", _kernel_params(batches * depth, units * depth, units, batches * units, requant))
+    script.line('acc = T.alloc_buffer((4,), "int32")')
+    with script.block(f"for b in range({batches})"), script.block(f"for g in range({units // 4})"):
+        script.line(*(f"acc[{j}] = bias[g * 4 + {j}]" for j in range(4)))
+        dot = _extern("mtp_dot4_interleaved_s8", f"T.address_of(input[b * {depth}])",
+                      f"T.address_of(weight[g * {4 * depth}])", depth, "T.address_of(acc[0])")
+        script.line(f"T.evaluate({dot})")
+        script.line(*(f"output[b * {units} + g * 4 + {j}] = {requant.script_expr(f'acc[{j}]', f'g * 4 + {j}')}"
+                      for j in range(4)))
+    return script.parse(), requant.script_values()
 
 
 def fully_connected_dot(batches: int, depth: int, units: int, requant: Requant):
     """FULLY_CONNECTED: per pair of output units, ``mtp_dot2_s8`` over the input row and the two
     weight rows; the input offset is folded into the bias (``bias`` here is the folded one)."""
-    return _parse(_paired_source(
-        "fully_connected", batches * depth, units * depth, units, batches * units, requant, [("b", batches)],
-        pair=(f'T.call_extern("int32", "mtp_dot2_s8", T.address_of(input[b * {depth}]), '
-              f'T.address_of(weight[c * {depth}]), {depth}, {depth}, 0, T.address_of(acc[0]))'),
-        single=(f'T.call_extern("int32", "mtp_dot_s8", T.address_of(input[b * {depth}]), '
-                f'T.address_of(weight[{(units - 1) * depth}]), {depth}, 0, bias[{units - 1}])'),
-        out_base=f"b * {units}")), requant.script_values()
+    c = PAIR
+    last = units - 1
+    script = _Script("fully_connected", _kernel_params(batches * depth, units * depth, units, batches * units, requant))
+    script.line('acc = T.alloc_buffer((2,), "int32")')
+    with script.block(f"for b in range({batches})"):
+        if units >= 2:
+            pair = _extern("mtp_dot2_s8", f"T.address_of(input[b * {depth}])", f"T.address_of(weight[{c} * {depth}])",
+                           depth, depth, 0, "T.address_of(acc[0])")
+            with script.block(f"for pair in range({units // 2})"):
+                script.line(f"acc[0] = bias[{c}]", f"acc[1] = bias[{c} + 1]", f"T.evaluate({pair})",
+                            f"output[b * {units} + {c}] = {requant.script_expr('acc[0]', c)}",
+                            f"output[b * {units} + {c} + 1] = {requant.script_expr('acc[1]', f'{c} + 1')}")
+        if units % 2:
+            single = _extern("mtp_dot_s8", f"T.address_of(input[b * {depth}])",
+                             f"T.address_of(weight[{last * depth}])", depth, 0, f"bias[{last}]")
+            script.line(f"output[b * {units} + {last}] = {requant.script_expr(single, str(last))}")
+    return script.parse(), requant.script_values()
