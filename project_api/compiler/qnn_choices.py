@@ -3,7 +3,9 @@
 Every kernel the integer path emits (``qnn.py``) asks ``choose(kind, params)`` for its knobs.
 ``params`` are what determines the kernel's code (shapes, strides, padding, the requantization
 form), never the weights, so a signature names the same kernel in any model; ``signature`` turns
-them into the key of the tuning records. Without tuning records every knob takes its default:
+them into the key of the tuning records. A convolution layer's kernel is then ``conv_kernel(kind,
+knobs)``: the one place that maps a layer (``ConvLayer``) and its knobs to the builder that makes
+it (qnn_tvmscript.py or qnn_te.py). Without tuning records every knob takes its default:
 the hand-picked schedule of docs/int8-kernels.md, so an untuned compile is byte-identical to one
 made before the knobs existed. Every choice computes exactly the same integers (it reorders loops
 and changes register blocking, never the arithmetic), so a tuned kernel is bit-exact with the
