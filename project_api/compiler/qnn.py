@@ -4,10 +4,11 @@ TVM's TFLite frontend imports int8 operators as dequantize -> float op -> quanti
 differently from tflite-micro (fixed-point requantization) and is slow on microcontrollers. For a
 model whose activations are all int8 and whose operators are all listed in ``_CONVERTERS``, this
 module reads the flatbuffer itself, computes every quantization parameter at compile time exactly
-as tflite-micro's Prepare functions do (``fixed_point.py``), states each operator as an integer TE
-computation (TVMScript loop nests over C micro-kernels in ``qnn_tvmscript.py``, TE in ``qnn_te.py``,
-their requantization in ``qnn_requant.py``), schedules it (``qnn_schedule.py``) and prints it with the same
-TIR -> plain C path as every other kernel (``_tvm_c_kernels.py``). RESHAPE is an alias, as in the
+as tflite-micro's Prepare functions do (``fixed_point.py``), states each operator as an integer
+kernel (TVMScript loop nests over the C micro-kernels in ``qnn_tvmscript.py``, TE in ``qnn_te.py``,
+their requantization in ``qnn_requant.py``; ``qnn_choices.py`` picks which), schedules it
+(``qnn_schedule.py``) and prints it with the same TIR -> plain C path as every other kernel
+(``_tvm_c_kernels.py``). RESHAPE is an alias, as in the
 Relax path. Any other model returns ``None`` and takes the Relax path (``lowering.py``).
 See docs/int8-kernels.md.
 """
