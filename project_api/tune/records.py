@@ -80,6 +80,12 @@ class Records:
         self.entries.append(entry)
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.is_file() and self.path.stat().st_size:
+                data = self.path.read_bytes()
+                if not data.endswith(b"\n"):
+                    # a line cut short by a killed session: dropped (its measurement is redone)
+                    with open(self.path, "r+b") as f:
+                        f.truncate(data.rfind(b"\n") + 1)
             with open(self.path, "a") as f:  # one line per measurement, flushed: a crash loses nothing
                 f.write(json.dumps(entry, sort_keys=True) + "\n")
         return entry
@@ -91,12 +97,15 @@ def read_records(path: Path) -> Iterable[dict]:
         lines = path.read_text().splitlines()
     except OSError as err:
         raise RecordsError(f"cannot read tuning records {path}: {err.strerror}") from None
+    truncated_tail = bool(lines) and not path.read_bytes().endswith(b"\n")
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             entry = json.loads(line)
         except json.JSONDecodeError as err:
+            if truncated_tail and number == len(lines):
+                continue  # a write cut short (the session was killed): that measurement is redone
             raise RecordsError(f"{path}:{number}: not a JSON record ({err.msg})") from None
         if not isinstance(entry, dict) or not {"signature", "knobs", "cycles", "board"} <= set(entry):
             raise RecordsError(f"{path}:{number}: a tuning record needs signature, knobs, cycles and board")

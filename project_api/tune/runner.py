@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
 import pathlib
 import shutil
 from typing import Callable, Dict, List, Optional
@@ -33,6 +34,8 @@ import numpy as np
 
 _LOG = logging.getLogger(__name__)
 
+MIN_BATCH_SEC = 0.002  # shortest timed batch on a wall-clock timer
+MAX_NUMBER = 100000
 SELECTOR_INPUT = "tune_selector"  # the candidate image's int32[1] input naming the candidate to run
 BASELINE_SELECTOR = -1  # runs no candidate: what is left is the dispatch, the timer and the run command
 
@@ -153,6 +156,7 @@ class LocalRunner(Runner):
         self._loaded_hash: Optional[str] = None
         self._timer_unit: Optional[str] = None
         self._inputs_sent = False
+        self._broken_images: Dict[str, str] = {}  # image hash -> why it could not be built or loaded
 
     # -- figures ---------------------------------------------------------------------------
     @property
@@ -265,6 +269,12 @@ class LocalRunner(Runner):
             names = job.check_outputs or [t.name for t in session.get_info().outputs]
             outputs = [session.get_output(name) for name in names]
             timing = session.time_evaluate(job.number, job.repeat)
+            if timing.cycles is None and not self._is_qemu:
+                # A wall-clock timer (the host board, a board without a cycle counter): batches of
+                # at least MIN_BATCH_SEC and at least three of them, as AutoTVM's min_repeat_ms.
+                per_run = max(min(timing.results), 1e-9)
+                number = max(job.number, min(MAX_NUMBER, math.ceil(MIN_BATCH_SEC / per_run)))
+                timing = session.time_evaluate(number, max(job.repeat, 3))
             return outputs, self._figure(timing)
         except (IoTimeoutError, TransportClosedError, SessionError, ProjectAPIError, OSError) as err:
             raise _BoardLost(f"{type(err).__name__}: {err}") from None
@@ -280,8 +290,12 @@ class LocalRunner(Runner):
         reference = None
         baseline = None
         for index, knobs in enumerate(job.candidates):
-            error, cycles, attempts = None, None, 0
-            for attempts in (1, 2):
+            error, cycles, attempts = None, None, 1
+            if job.image_hash in self._broken_images:
+                error = self._broken_images[job.image_hash]  # built once, failed: not rebuilt per candidate
+            elif index > 0 and reference is None:
+                error = "not checked: the untuned kernel (the reference) failed in this image"
+            for attempts in ((1, 2) if error is None else ()):
                 try:
                     if self._session is None or self._loaded_hash != job.image_hash:
                         self._load(job)
@@ -299,6 +313,7 @@ class LocalRunner(Runner):
                     self._close_image()  # stops the emulator; the next attempt re-flashes
                 except Exception as err:  # a build or generation failure: no retry helps
                     error = f"{type(err).__name__}: {err}"
+                    self._broken_images[job.image_hash] = error
                     self._close_image()
                     break
             self.stats.measurements += 1

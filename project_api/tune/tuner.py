@@ -209,6 +209,7 @@ class Tuner:
             self.log(f"tvmc tune: {len(knob_sets)} candidates do not fit one image; splitting")
             return self._measure(state, batch[:half]) + self._measure(state, batch[half:])
         new = 0
+        best_before = state.best[0]
         for knobs, result in zip(knob_sets, results):
             key = knobs_key(knobs)
             if key in state.measured:
@@ -218,11 +219,11 @@ class Tuner:
             new += 1
             if result.error is not None:
                 self.log(f"tvmc tune: {task.kind} candidate {key} failed: {result.error}")
-        best_before = state.best[0]
         for knobs, result in zip(knob_sets, results):
-            self._learn(state, knobs, result.cycles)
-        if state.best[0] is not None and best_before is not None and state.best[0] >= best_before and new:
-            state.since_best += new
+            if knobs_key(knobs) != knobs_key(task.default) or best_before is None:
+                self._learn(state, knobs, result.cycles)
+        if best_before is not None and (state.best[0] is None or state.best[0] >= best_before):
+            state.since_best += new  # nothing new beat the best so far
         else:
             state.since_best = 0
         self.model.fit()
@@ -272,11 +273,11 @@ class Tuner:
                         ranked = [state.task.default] + [k for k in ranked if knobs_key(k) != knobs_key(state.task.default)]
                     used += self._measure(state, ranked[:room])
                     if progress is not None:
-                        progress.update(used, *self._estimate(states), self.unit)
+                        progress.update(used, *self._estimate(states), getattr(self.runner, "unit", self.unit))
         finally:
             if progress is not None:
                 progress.close()
         untuned, tuned = self._estimate(states)
         stats = self.runner.stats
         return TuneSummary(len(tasks), used, stats.failures, stats.builds, stats.flashes, untuned, tuned,
-                           time.monotonic() - start, self.unit)
+                           time.monotonic() - start, getattr(self.runner, "unit", self.unit))
