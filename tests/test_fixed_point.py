@@ -1,4 +1,4 @@
-"""The kernels' C fixed-point helpers (qnn_kernels.FIXED_POINT_C, built with the host gcc) against
+"""The kernels' C fixed-point helpers (project_api/compiler/c/mtp_fixed_point.h, built with the host gcc) against
 fixed_point.py's line-by-line emulation of gemmlowp / tflite, on edge cases and random values,
 and fixed_point.py against values tflite's own functions give."""
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from project_api.compiler import fixed_point
-from project_api.compiler.qnn_kernels import FIXED_POINT_C
+from project_api.compiler.qnn_micro_kernels import C_DIR
 
 
 def test_quantize_multiplier_matches_tflite():
@@ -33,16 +33,18 @@ def test_softmax_table_starts_at_one():
 
 
 def host_c_output(tmp_path, source: str) -> str:
-    """Build a C test program with the host gcc (warnings are errors), run it: what it prints."""
+    """Build a C test program with the host gcc (strict C99, warnings are errors; the compiler's C
+    files on the include path), run it: what it prints."""
     (tmp_path / "t.c").write_text(source)
-    subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", str(tmp_path / "t.c"), "-o",
-                    str(tmp_path / "t")], check=True, capture_output=True)
+    built = subprocess.run(["gcc", "-std=c99", "-pedantic", "-O2", "-Wall", "-Wextra", "-Werror", f"-I{C_DIR}",
+                            str(tmp_path / "t.c"), "-o", str(tmp_path / "t")], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
     return subprocess.run([str(tmp_path / "t")], capture_output=True, text=True, check=True).stdout
 
 
 def _printed_integers(tmp_path, program: str):
     """The integers ``program``, built after the C helpers, prints."""
-    source = f"#include <stdint.h>\n#include <stdio.h>\n{FIXED_POINT_C}\n{program}"
+    source = f'#include <stdint.h>\n#include <stdio.h>\n#include "mtp_fixed_point.h"\n{program}'
     return [int(line) for line in host_c_output(tmp_path, source).split()]
 
 
@@ -80,7 +82,7 @@ def test_c_requantize_equals_the_emulation(tmp_path):
 def test_c_requantize_floor_clamps_like_the_emulation(tmp_path):
     """mtp_requantize_floor skips the negative-value correction: after mtp_clamp with an activation
     minimum at or above the output zero point it must equal the emulation, clamped."""
-    from project_api.compiler.qnn_kernels import Requant
+    from project_api.compiler.qnn_requant import Requant
 
     rng = np.random.default_rng(5)
     count = 4000

@@ -82,6 +82,21 @@ def test_resources_resolve_inside_the_installed_package(wheel_venv, tmp_path):
     assert board == "host"
 
 
+def test_the_compilers_c_files_travel_in_the_wheel(wheel_venv, tmp_path):
+    """The integer kernels' C (project_api/compiler/c/*.h) is read at import: package data."""
+    script = ("import project_api.compiler.qnn_micro_kernels as m\n"
+              "print(m.C_DIR)\n"
+              "print(sorted(p.name for p in m.C_DIR.glob('*.h')))\n"
+              "print(len(m.FIXED_POINT_C), len(m.MICRO_KERNELS_C), len(m.WIDENED_C))\n")
+    result = _run(wheel_venv, [str(wheel_venv / "bin" / "python"), "-c", script], tmp_path)
+    assert result.returncode == 0, result.stderr
+    c_dir, names, sizes = result.stdout.splitlines()
+    assert c_dir.startswith(str(wheel_venv / "lib")), c_dir
+    expected = sorted(p.name for p in (REPO_ROOT / "project_api" / "compiler" / "c").glob("*.h"))
+    assert names == str(expected)
+    assert all(int(size) > 1000 for size in sizes.split())
+
+
 def test_installed_tvmc_lists_host_options(wheel_venv, tmp_path):
     tvmc = wheel_venv / "bin" / "tvmc"
     result = _run(wheel_venv, [str(tvmc), "micro", "create", "proj", "model.tar", "host", "--list-options"], tmp_path)

@@ -1,6 +1,6 @@
 """TFLite's fixed-point arithmetic, in Python integers, for what the compiler computes ahead of time.
 
-The int8 kernels (``qnn_kernels.py``) requantize at run time exactly as tflite-micro's reference
+The int8 kernels (``qnn_requant.py``) requantize at run time exactly as tflite-micro's reference
 kernels do; everything that depends only on the model — multipliers and shifts, the softmax
 exponential table — is computed here, once, at compile time, with the same rounding:
 ``QuantizeMultiplier`` (frexp, round half away from zero), gemmlowp's

@@ -124,7 +124,7 @@ def _lower_int8_tflite(model_path, model_name: str, prefix: str, target_string: 
     """A fully-int8 TFLite model in integer kernels (qnn.py), or None for the Relax path."""
     from pathlib import Path
 
-    from . import frontend, qnn, qnn_choices, qnn_kernels
+    from . import frontend, qnn, qnn_choices, qnn_micro_kernels
     from ._tvm_c_kernels import build_c_kernels
     from .qnn_schedule import schedule
 
@@ -153,7 +153,7 @@ def _lower_int8_tflite(model_path, model_name: str, prefix: str, target_string: 
     except Exception as err:
         raise CompileError(f"TVM could not generate C kernels for '{model_path}': {frontend.error_reason(err)}") from None
     knobs = {symbol: spec.knobs for symbol, spec in builder.kernel_specs.items()}
-    kernels_c = qnn_kernels.with_fixed_point_helpers(qnn_choices.apply_c_knobs(kernels_c, knobs))
+    kernels_c = qnn_micro_kernels.with_micro_kernels(qnn_choices.apply_c_knobs(kernels_c, knobs))
     notes = [f"int8 {'ONNX QDQ' if suffix == '.onnx' else 'TFLite'} model lowered to integer kernels with "
              "tflite-micro's fixed-point requantization"]
     if patch_plan is not None:

@@ -4,9 +4,11 @@ TVM's TFLite frontend imports int8 operators as dequantize -> float op -> quanti
 differently from tflite-micro (fixed-point requantization) and is slow on microcontrollers. For a
 model whose activations are all int8 and whose operators are all listed in ``_CONVERTERS``, this
 module reads the flatbuffer itself, computes every quantization parameter at compile time exactly
-as tflite-micro's Prepare functions do (``fixed_point.py``), states each operator as an integer TE
-computation (``qnn_kernels.py``), schedules it (``qnn_schedule.py``) and prints it with the same
-TIR -> plain C path as every other kernel (``_tvm_c_kernels.py``). RESHAPE is an alias, as in the
+as tflite-micro's Prepare functions do (``fixed_point.py``), states each operator as an integer
+kernel (TVMScript loop nests over the C micro-kernels in ``qnn_tvmscript.py``, TE in ``qnn_te.py``,
+their requantization in ``qnn_requant.py``; ``qnn_choices.py`` picks which), schedules it
+(``qnn_schedule.py``) and prints it with the same TIR -> plain C path as every other kernel
+(``_tvm_c_kernels.py``). RESHAPE is an alias, as in the
 Relax path. Any other model returns ``None`` and takes the Relax path (``lowering.py``).
 See docs/int8-kernels.md.
 """
@@ -164,7 +166,7 @@ def _conv(graph: _Graph, op, depthwise: bool, band: Optional[Tuple[int, int, int
     rows (patch-based inference, patching.py); the kernel's arguments are the same constants."""
     import tflite
 
-    from . import qnn_kernels as K
+    from .qnn_requant import Requant
 
     inputs = [int(i) for i in op.InputsAsNumpy()]
     data, weight = graph.tensor(inputs[0]), graph.tensor(inputs[1])
@@ -188,8 +190,8 @@ def _conv(graph: _Graph, op, depthwise: bool, band: Optional[Tuple[int, int, int
         padding = (band[2], padding[1])
     channels = output.shape[3]
     multipliers, shifts = _channel_multipliers(data.scale, weight.scales, output.scale, channels)
-    requant = K.Requant(multipliers, shifts, output.zero_point,
-                        *_activation_range(options.FusedActivationFunction(), output))
+    requant = Requant(multipliers, shifts, output.zero_point,
+                      *_activation_range(options.FusedActivationFunction(), output))
     bias_data = bias.data if bias is not None else None
     raw_bias = bias_data.astype(np.int32) if bias_data is not None else np.zeros(channels, np.int32)
     multiplier = (options.DepthMultiplier() or channels // data.shape[3]) if depthwise else 1
@@ -203,31 +205,16 @@ def _conv(graph: _Graph, op, depthwise: bool, band: Optional[Tuple[int, int, int
     kind = "depthwise_conv2d" if depthwise else "conv2d"
     if dilations != (1, 1):
         kind += "_dilated"
-    params = {"input_shape": list(data.shape), "weight_shape": list(weight_data.shape),
-              "output_shape": list(output.shape), "strides": list(strides), "dilations": list(dilations),
-              "padding": list(padding), "depth_multiplier": multiplier, "requant": requant.form}
+    layer = qnn_choices.ConvLayer(data.shape, weight_data.shape, output.shape, strides, dilations, padding,
+                                  multiplier, data.zero_point, requant)
+    params = layer.params
     knobs = graph.choose(kind, params)
-    if dilations == (1, 1):
-        # Windows clipped at run time: the raw bias, the input offset applied in the micro-kernel.
-        if depthwise:
-            func, req = K.depthwise_conv2d_windows(data.shape, weight.shape, output.shape, strides, padding,
-                                                   multiplier, data.zero_point, requant, interior=knobs["interior"])
-        elif knobs["method"] in ("gathered", "gathered_widened"):
-            func, req = K.conv2d_gathered(data.shape, weight_data.shape, output.shape, strides, padding,
-                                          data.zero_point, requant, widened=knobs["method"] == "gathered_widened")
-        else:
-            func, req = K.conv2d_windows(data.shape, weight_data.shape, output.shape, strides, padding,
-                                         data.zero_point, requant, pixel_pairs=knobs["pixel_pairs"],
-                                         widened=knobs["method"] == "widened")
-        folded = raw_bias
-    elif depthwise:
-        folded = _folded_bias(bias_data, weight.data, 3, -data.zero_point)
-        func, req = K.depthwise_conv2d(data.shape, weight.shape, output.shape, strides, dilations, padding,
-                                       multiplier, data.zero_point, requant)
+    build, folded_bias = qnn_choices.conv_kernel(kind, knobs)
+    func, req = build(layer)
+    if folded_bias:
+        folded = _folded_bias(bias_data, weight_data, 3 if depthwise else 0, -data.zero_point)
     else:
-        folded = _folded_bias(bias_data, weight_data, 0, -data.zero_point)
-        func, req = K.conv2d(data.shape, weight_data.shape, output.shape, strides, dilations, padding,
-                             data.zero_point, requant)
+        folded = raw_bias
     name = "depthwise_conv2d" if depthwise else "conv2d"
 
     def band_kernel(rows_in: int, rows_out: int, pad_top: int):
@@ -241,7 +228,8 @@ def _conv(graph: _Graph, op, depthwise: bool, band: Optional[Tuple[int, int, int
 def _fully_connected(graph: _Graph, op) -> KernelSpec:
     import tflite
 
-    from . import qnn_kernels as K
+    from . import qnn_tvmscript
+    from .qnn_requant import Requant
 
     inputs = [int(i) for i in op.InputsAsNumpy()]
     data, weight = graph.tensor(inputs[0]), graph.tensor(inputs[1])
@@ -262,17 +250,17 @@ def _fully_connected(graph: _Graph, op) -> KernelSpec:
         real = float(np.float32(data.scale) * np.float32(weight.scale)) / float(output.scale)
         multiplier, shift = fixed_point.quantize_multiplier(real)
         multipliers, shifts = [multiplier], [shift]
-    requant = K.Requant(multipliers, shifts, output.zero_point,
-                        *_activation_range(options.FusedActivationFunction(), output))
+    requant = Requant(multipliers, shifts, output.zero_point,
+                      *_activation_range(options.FusedActivationFunction(), output))
     folded = _folded_bias(bias.data if bias is not None else None, weight.data, 0, -data.zero_point)
     weight_data = weight.data
     params = {"batches": batches, "depth": depth, "units": units, "requant": requant.form}
     knobs = graph.choose("fully_connected", params)
     if knobs["interleaved"]:
-        func, req = K.fully_connected_interleaved(batches, depth, units, requant)
-        weight_data = K.interleave_by_four(weight.data)
+        func, req = qnn_tvmscript.fully_connected_interleaved(batches, depth, units, requant)
+        weight_data = qnn_tvmscript.interleave_by_four(weight.data)
     else:
-        func, req = K.fully_connected_dot(batches, depth, units, requant)
+        func, req = qnn_tvmscript.fully_connected_dot(batches, depth, units, requant)
     return KernelSpec("fully_connected", func, [data, weight_data, folded] + req, output,
                       kind="fully_connected", params=params, knobs=knobs)
 
@@ -280,7 +268,7 @@ def _fully_connected(graph: _Graph, op) -> KernelSpec:
 def _add(graph: _Graph, op) -> KernelSpec:
     import tflite
 
-    from . import qnn_kernels as K
+    from . import qnn_te
 
     a, b = (graph.tensor(int(i)) for i in op.InputsAsNumpy())
     output = graph.tensor(int(op.OutputsAsNumpy()[0]))
@@ -299,7 +287,8 @@ def _add(graph: _Graph, op) -> KernelSpec:
     tables = [np.array([fixed_point.multiply_by_quantized_multiplier((v - zero_point) * (1 << left_shift), m, shift)
                         for v in range(-128, 128)], np.int32)
               for zero_point, (m, shift) in ((a.zero_point, pairs[0]), (b.zero_point, pairs[1]))]
-    func, _ = K.add(a.shape, b.shape, output.shape, pairs[2][0], pairs[2][1], output.zero_point, act_min, act_max)
+    func, _ = qnn_te.add(a.shape, b.shape, output.shape, pairs[2][0], pairs[2][1], output.zero_point, act_min,
+                         act_max)
     return _with_knobs(graph, KernelSpec("add", func, [a, b] + tables, output),
                        {"shapes": [list(a.shape), list(b.shape), list(output.shape)]})
 
@@ -307,7 +296,7 @@ def _add(graph: _Graph, op) -> KernelSpec:
 def _pool(graph: _Graph, op, kind: str) -> KernelSpec:
     import tflite
 
-    from . import qnn_kernels as K
+    from . import qnn_te
 
     data = graph.tensor(int(op.InputsAsNumpy()[0]))
     output = graph.tensor(int(op.OutputsAsNumpy()[0]))
@@ -320,7 +309,7 @@ def _pool(graph: _Graph, op, kind: str) -> KernelSpec:
     padding = (_padding(options.Padding(), strides[0], 1, data.shape[1], filter_size[0], output.shape[1]),
                _padding(options.Padding(), strides[1], 1, data.shape[2], filter_size[1], output.shape[2]))
     act_min, act_max = _activation_range(options.FusedActivationFunction(), output)
-    func, req = K.pool2d(kind, data.shape, output.shape, filter_size, strides, padding, act_min, act_max)
+    func, req = qnn_te.pool2d(kind, data.shape, output.shape, filter_size, strides, padding, act_min, act_max)
     return _with_knobs(graph, KernelSpec(f"{kind}_pool2d", func, [data], output),
                        {"input_shape": list(data.shape), "output_shape": list(output.shape),
                         "filter": list(filter_size), "strides": list(strides), "padding": list(padding)})
@@ -329,7 +318,7 @@ def _pool(graph: _Graph, op, kind: str) -> KernelSpec:
 def _softmax(graph: _Graph, op) -> KernelSpec:
     import tflite
 
-    from . import qnn_kernels as K
+    from . import qnn_te
 
     data = graph.tensor(int(op.InputsAsNumpy()[0]))
     output = graph.tensor(int(op.OutputsAsNumpy()[0]))
@@ -340,7 +329,7 @@ def _softmax(graph: _Graph, op) -> KernelSpec:
     table = np.array(fixed_point.softmax_exp_table(float(beta), float(data.scale)), np.int32)
     depth = data.shape[-1]
     rows = int(np.prod(data.shape)) // depth
-    func, _ = K.softmax(rows, depth, fixed_point.SOFTMAX_ACCUMULATION_INTEGER_BITS)
+    func, _ = qnn_te.softmax(rows, depth, fixed_point.SOFTMAX_ACCUMULATION_INTEGER_BITS)
     return _with_knobs(graph, KernelSpec("softmax", func, [data, table], output), {"rows": rows, "depth": depth})
 
 
@@ -474,7 +463,7 @@ class _Builder(ir.PartsBuilder):
         self.calls.append(ir.KernelCall(symbol, args + [out], [out] + states))
 
     def alias(self, op_index: int, op) -> None:
-        from . import qnn_kernels as K
+        from . import qnn_te
 
         source = self.graph.tensor(int(op.InputsAsNumpy()[0]))
         target = self.graph.tensor(int(op.OutputsAsNumpy()[0]))
@@ -483,7 +472,7 @@ class _Builder(ir.PartsBuilder):
             return
         # A model output (or a constant) behind a reshape gets its own copy.
         count = int(np.prod(target.shape))
-        func, _ = K.reshape_copy(count)
+        func, _ = qnn_te.reshape_copy(count)
         self.kernel(op_index, KernelSpec("copy", func, [source], target))
 
 

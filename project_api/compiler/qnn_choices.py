@@ -3,7 +3,9 @@
 Every kernel the integer path emits (``qnn.py``) asks ``choose(kind, params)`` for its knobs.
 ``params`` are what determines the kernel's code (shapes, strides, padding, the requantization
 form), never the weights, so a signature names the same kernel in any model; ``signature`` turns
-them into the key of the tuning records. Without tuning records every knob takes its default:
+them into the key of the tuning records. A convolution layer's kernel is then ``conv_kernel(kind,
+knobs)``: the one place that maps a layer (``ConvLayer``) and its knobs to the builder that makes
+it (qnn_tvmscript.py or qnn_te.py). Without tuning records every knob takes its default:
 the hand-picked schedule of docs/int8-kernels.md, so an untuned compile is byte-identical to one
 made before the knobs existed. Every choice computes exactly the same integers (it reorders loops
 and changes register blocking, never the arithmetic), so a tuned kernel is bit-exact with the
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 OPT_LEVELS = ("Os", "O2")
 KNOBS: Dict[str, Dict[str, tuple]] = {
@@ -56,22 +58,70 @@ def signature(kind: str, params: dict) -> str:
     return f"{kind}:{json.dumps(params, sort_keys=True, separators=(',', ':'))}"
 
 
+class ConvLayer(NamedTuple):
+    """A convolution layer as its kernel builders take it (``qnn.py`` fills it)."""
+
+    input_shape: Tuple[int, ...]  # NHWC
+    weight_shape: Tuple[int, ...]  # OHWI; depthwise [1, KH, KW, C * depth_multiplier]
+    output_shape: Tuple[int, ...]  # NHWC
+    strides: Tuple[int, int]
+    dilations: Tuple[int, int]
+    padding: Tuple[int, int]  # top, left
+    depth_multiplier: int
+    input_zero_point: int
+    requant: object  # qnn_requant.Requant
+
+    @property
+    def params(self) -> dict:
+        """What determines the kernel's code (its signature's params): never the weights."""
+        return {"input_shape": list(self.input_shape), "weight_shape": list(self.weight_shape),
+                "output_shape": list(self.output_shape), "strides": list(self.strides),
+                "dilations": list(self.dilations), "padding": list(self.padding),
+                "depth_multiplier": self.depth_multiplier, "requant": self.requant.form}
+
+
+def is_pointwise(weight_shape: Sequence[int], padding: Sequence[int]) -> bool:
+    """A 1x1 unpadded convolution: its windows are contiguous runs (the dot-product micro-kernels)."""
+    _, kernel_h, kernel_w, _ = (int(d) for d in weight_shape)
+    return kernel_h == kernel_w == 1 and tuple(padding) == (0, 0)
+
+
+def gathers_windows(input_shape, weight_shape, padding) -> bool:
+    """The default method of a convolution: short window rows (one or two SIMD words, as in first
+    layers over one input channel) cost more in per-row overhead than in products, so such
+    convolutions copy each window to a contiguous buffer first (``gathered``). The window must be a
+    whole number of words. (micro_speech's rows of 8 bytes measured slower gathered.)"""
+    channels = int(input_shape[3])
+    _, kernel_h, kernel_w, _ = (int(d) for d in weight_shape)
+    size = kernel_h * kernel_w * channels
+    return kernel_w * channels < 8 and kernel_h > 1 and size % 4 == 0 and size <= 256
+
+
+def depthwise_per_pixel(input_shape, depth_multiplier: int) -> bool:
+    """A depthwise convolution whose kernel takes all channels of a pixel per micro-kernel call, four
+    at a time (``mtp_depthwise_pixel_s8``); otherwise one call per output."""
+    return depth_multiplier == 1 and int(input_shape[3]) % 4 == 0
+
+
+def _interleaves(params: dict) -> bool:
+    """A fully connected layer whose weights can be interleaved by four (units and depth multiples of 4)."""
+    return params["units"] % 4 == 0 and params["depth"] % 4 == 0
+
+
 def _conv_facts(params: dict):
     _, _, _, channels = params["input_shape"]
     out_channels, kernel_h, kernel_w, _ = params["weight_shape"]
-    pointwise = kernel_h == kernel_w == 1 and tuple(params["padding"]) == (0, 0)
+    pointwise = is_pointwise(params["weight_shape"], params["padding"])
     return channels, kernel_h, kernel_w, pointwise, kernel_h * kernel_w * channels
 
 
 def default_knobs(kind: str, params: dict) -> dict:
     """Today's hand-picked schedule (docs/int8-kernels.md)."""
     if kind == "conv2d":
-        from .qnn_kernels import gathers_windows
-
         gathered = gathers_windows(params["input_shape"], params["weight_shape"], params["padding"])
         return {"method": "gathered" if gathered else "direct", "pixel_pairs": True, "opt": "Os"}
     if kind == "fully_connected":
-        return {"interleaved": params["units"] % 4 == 0 and params["depth"] % 4 == 0, "opt": "Os"}
+        return {"interleaved": _interleaves(params), "opt": "Os"}
     if kind == "depthwise_conv2d":
         return {"interior": False, "opt": "Os"}
     return {"opt": "Os"}
@@ -96,9 +146,9 @@ def is_valid(kind: str, params: dict, knobs: dict) -> bool:
         return True
     if kind == "depthwise_conv2d" and knobs["interior"]:
         # the per-pixel micro-kernel only (depth multiplier 1, channels a multiple of 4)
-        return params["depth_multiplier"] == 1 and params["input_shape"][3] % 4 == 0
+        return depthwise_per_pixel(params["input_shape"], params["depth_multiplier"])
     if kind == "fully_connected" and knobs["interleaved"]:
-        return params["units"] % 4 == 0 and params["depth"] % 4 == 0
+        return _interleaves(params)
     return True
 
 
@@ -125,6 +175,30 @@ def choose(kind: str, params: dict, chooser: Optional[Chooser]) -> dict:
         if tuned is not None and is_valid(kind, params, tuned):
             return dict(tuned)
     return knobs
+
+
+def conv_kernel(kind: str, knobs: dict) -> Tuple[Callable, bool]:
+    """The kernel of a convolution layer of ``kind`` with ``knobs`` (``choose``'s) as ``(build,
+    folded_bias)``: ``build(layer: ConvLayer)`` gives its PrimFunc and requantization constants;
+    ``folded_bias``: the kernel reads the bias with the input offset folded in (the TE kernels of
+    qnn_te.py, over zero-point padding) instead of the raw bias (the TVMScript kernels of
+    qnn_tvmscript.py, windows clipped at run time, the offset added in the micro-kernels)."""
+    import functools
+
+    from . import qnn_te, qnn_tvmscript as script
+
+    pairs = {"pixel_pairs": knobs.get("pixel_pairs", True)}
+    table = {  # (kind, method knob): builder, its options, folded_bias
+        ("conv2d", "direct"): (script.conv2d_windows, pairs, False),
+        ("conv2d", "widened"): (script.conv2d_windows, dict(pairs, widened=True), False),
+        ("conv2d", "gathered"): (script.conv2d_gathered, {}, False),
+        ("conv2d", "gathered_widened"): (script.conv2d_gathered, {"widened": True}, False),
+        ("depthwise_conv2d", ""): (script.depthwise_conv2d_windows, {"interior": knobs.get("interior", False)}, False),
+        ("conv2d_dilated", ""): (qnn_te.conv2d, {}, True),
+        ("depthwise_conv2d_dilated", ""): (qnn_te.depthwise_conv2d, {}, True),
+    }
+    builder, options, folded_bias = table[(kind, knobs.get("method", ""))]
+    return functools.partial(builder, **options), folded_bias
 
 
 _DEFINITION = r"^(int32_t {symbol}\([^;{{]*\) \{{)"

@@ -308,7 +308,7 @@ def transpose_kernel(shape, perm):
 
 
 def _requantize(x, multiplier: int, shift: int):
-    from .qnn_kernels import multiply_by_quantized_multiplier
+    from .qnn_requant import multiply_by_quantized_multiplier
 
     return multiply_by_quantized_multiplier(x, _i32(multiplier), _i32(max(shift, 0)), _i32(max(-shift, 0)))
 
@@ -595,7 +595,7 @@ def svdf_kernel(batches: int, inputs: int, filters: int, memory: int, rank: int,
     feature activations (requantized, saturated to int16) written at each filter's end, then the
     time weights' dot product per filter, summed over ``rank`` filters per unit with the bias,
     requantized to the int8 output."""
-    from .qnn_kernels import _parse
+    from .qnn_tvmscript import _parse
 
     units = filters // rank
     size = batches * filters * memory

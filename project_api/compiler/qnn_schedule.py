@@ -1,4 +1,4 @@
-"""Schedules for the integer kernels of ``qnn_kernels.py``.
+"""Schedules for the integer kernels (``qnn_tvmscript.py``, ``qnn_te.py``).
 
 Convolutions and fully connected layers are written loop by loop in TVMScript around the C
 micro-kernels: their loop structure is their schedule. Softmax's handful of per-row stages stay

@@ -37,7 +37,7 @@ _C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "int32": "
 
 def candidate_image(model_path: Path, task: KernelTask, knob_sets: List[dict]) -> Tuple[ir.LoweredModel, str]:
     """The LoweredModel of one task's candidates (in selector order) and its content hash."""
-    from ..compiler import frontend, qnn, qnn_choices, qnn_kernels
+    from ..compiler import frontend, qnn, qnn_choices, qnn_micro_kernels
     from ..compiler._tvm_c_kernels import build_c_kernels
     from ..compiler.qnn_schedule import schedule
 
@@ -77,7 +77,7 @@ def candidate_image(model_path: Path, task: KernelTask, knob_sets: List[dict]) -
     tensors[OUTPUT_NAME] = ir.Tensor(OUTPUT_NAME, tuple(output.shape), "int8", ir.OUTPUT)
     tensors[CHECKSUM_NAME] = ir.Tensor(CHECKSUM_NAME, (1,), "int32", ir.OUTPUT)
     kernels_c, c_kernels = build_c_kernels(funcs)
-    kernels_c = qnn_kernels.with_fixed_point_helpers(qnn_choices.apply_c_knobs(kernels_c, knobs_by_symbol))
+    kernels_c = qnn_micro_kernels.with_micro_kernels(qnn_choices.apply_c_knobs(kernels_c, knobs_by_symbol))
 
     # Each candidate's scratch buffers are workspaces of the dispatch call (the arena overlaps them).
     workspaces, calls = [], []
