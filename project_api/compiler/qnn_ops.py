@@ -103,7 +103,10 @@ def _input_rescaling(scale: float, integer_bits: int = 4) -> Tuple[int, int, int
     return multiplier, left_shift, radius
 
 
-def logistic_table(input_scale: float, input_zero_point: int) -> np.ndarray:
+def _saturating_table(input_scale: float, input_zero_point: int, q0_of_q4, output_shift: int,
+                      output_offset: int) -> np.ndarray:
+    """The 256-entry table of an S-shaped function (logistic, tanh) as tflite-micro computes it:
+    saturated beyond its input radius, else the Q0.31 value of the Q4.27 input, rescaled."""
     multiplier, left_shift, radius = _input_rescaling(input_scale)
     table = []
     for value in range(-128, 128):
@@ -114,25 +117,16 @@ def logistic_table(input_scale: float, input_zero_point: int) -> np.ndarray:
             table.append(127)
         else:
             q4 = fp.multiply_by_quantized_multiplier(x, multiplier, left_shift)
-            q0 = _logistic_q0(q4, 4)
-            table.append(_clamp(fp.rounding_divide_by_pot(q0, 23) - 128))
+            table.append(_clamp(fp.rounding_divide_by_pot(q0_of_q4(q4, 4), output_shift) + output_offset))
     return np.array(table, np.int8)
+
+
+def logistic_table(input_scale: float, input_zero_point: int) -> np.ndarray:
+    return _saturating_table(input_scale, input_zero_point, _logistic_q0, 23, -128)
 
 
 def tanh_table(input_scale: float, input_zero_point: int) -> np.ndarray:
-    multiplier, left_shift, radius = _input_rescaling(input_scale)
-    table = []
-    for value in range(-128, 128):
-        x = value - input_zero_point
-        if x <= -radius:
-            table.append(-128)
-        elif x >= radius:
-            table.append(127)
-        else:
-            q4 = fp.multiply_by_quantized_multiplier(x, multiplier, left_shift)
-            q0 = _tanh_q0(q4, 4)
-            table.append(_clamp(fp.rounding_divide_by_pot(q0, 24)))
-    return np.array(table, np.int8)
+    return _saturating_table(input_scale, input_zero_point, _tanh_q0, 24, 0)
 
 
 def _wrap16(value: int) -> int:

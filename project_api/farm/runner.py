@@ -91,8 +91,6 @@ class TrackerRunner(Runner):
                  acquire_timeout_sec: float = 30.0, log: Optional[Callable[[str], None]] = None,
                  on_measure: Optional[Callable[["TrackerRunner", RemoteBoard, MeasureJob, int], None]] = None):
         super().__init__()
-        from .. import boards
-
         if build not in ("client", "board"):
             raise FarmError(f"build={build!r}: 'client' (build here, send the image) or 'board' (send the MLF)")
         self.tracker = tracker if isinstance(tracker, Address) else parse_address(tracker)
@@ -103,7 +101,6 @@ class TrackerRunner(Runner):
         self.timeout = timeout
         self.build = build
         self.history: List[Measurement] = []
-        self._timer_unit: Optional[str] = None
         # Wall time of loads (send + flash + session start) and measurements so far: when one
         # more board should join an image (choose() in run_many).
         self._durations: Dict[str, List[float]] = {"load": [], "measure": []}
@@ -122,22 +119,7 @@ class TrackerRunner(Runner):
         self.board = kinds[0]
         self.platform = platform or first[0].platform
         self.options["board"] = self.board
-        try:
-            self._board = boards.get_board(self.board, self.platform)
-        except Exception:
-            self._board = None
-
-    @property
-    def unit(self) -> str:
-        """What the figures count (as the LocalRunner's): known once a board reported its timer."""
-        if self._timer_unit is not None:
-            return self._timer_unit
-        return "instructions" if self._is_qemu else "cycles"
-
-    @property
-    def _is_qemu(self) -> bool:
-        emulator = (self._board.emulator or {}) if self._board is not None else {}
-        return emulator.get("kind") == "qemu"
+        self._look_up_board(self.platform)
 
     @property
     def boards_used(self) -> List[str]:
@@ -213,10 +195,7 @@ class TrackerRunner(Runner):
                 if self.on_measure is not None:
                     self.on_measure(self, board, job, index)
                 reply = self._measure(board, job, index)
-                if reply.get("cycles") is not None:
-                    self._timer_unit = "cycles"
-                else:
-                    self._timer_unit = "instructions" if self._is_qemu else "ns"
+                self._note_timer(reply.get("cycles") is not None)
                 return {"cycles": figure(reply) - baseline,
                         "outputs": _outputs(reply, getattr(job, "check_outputs", None)), "error": None,
                         "attempts": attempts, "board": board.name}

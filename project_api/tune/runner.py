@@ -99,6 +99,32 @@ class Runner:
 
     def __init__(self) -> None:
         self.stats = RunnerStats()
+        self._board = None  # the catalogue entry of ``board`` (None: a template without catalogue boards)
+        self._timer_unit: Optional[str] = None
+
+    def _look_up_board(self, platform: str) -> None:
+        from .. import boards
+
+        try:
+            self._board = boards.get_board(self.board, platform)
+        except Exception:  # a template without catalogue boards: time in its timer's unit
+            self._board = None
+
+    @property
+    def unit(self) -> str:
+        """What the figures count: known once a board has reported its timer."""
+        if self._timer_unit is not None:
+            return self._timer_unit
+        return "instructions" if self._is_qemu else "cycles"
+
+    @property
+    def _is_qemu(self) -> bool:
+        emulator = (self._board.emulator or {}) if self._board is not None else {}
+        return emulator.get("kind") == "qemu"
+
+    def _note_timer(self, counts_cycles: bool) -> None:
+        # QEMU -icount shift=0: one instruction per nanosecond; another wall-clock timer: nanoseconds.
+        self._timer_unit = "cycles" if counts_cycles else ("instructions" if self._is_qemu else "ns")
 
     def run(self, job: MeasureJob) -> List[MeasureResult]:
         raise NotImplementedError
@@ -138,45 +164,25 @@ class LocalRunner(Runner):
                  template_dir: Optional[pathlib.Path] = None,
                  on_measure: Optional[Callable[["LocalRunner", MeasureJob, int], None]] = None):
         super().__init__()
-        from .. import boards
-
         self.template = template
         self.template_dir = template_dir
         self.options = dict(project_options)
         self.board = str(self.options.get("board", template))
-        try:
-            self._board = boards.get_board(self.board, template)
-        except Exception:  # a template without catalogue boards: time in its timer's unit
-            self._board = None
+        self._look_up_board(template)
         self.work_dir = pathlib.Path(work_dir)
         self.timeout = timeout
         self.on_measure = on_measure
         self._api = None  # the generated project's server while an image is loaded
         self._session = None
         self._loaded_hash: Optional[str] = None
-        self._timer_unit: Optional[str] = None
         self._inputs_sent = False
         self._broken_images: Dict[str, str] = {}  # image hash -> why it could not be built or loaded
 
     # -- figures ---------------------------------------------------------------------------
-    @property
-    def unit(self) -> str:
-        """What the figures count: known once the board has reported its timer."""
-        if self._timer_unit is not None:
-            return self._timer_unit
-        return "instructions" if self._is_qemu else "cycles"
-
-    @property
-    def _is_qemu(self) -> bool:
-        emulator = (self._board.emulator or {}) if self._board is not None else {}
-        return emulator.get("kind") == "qemu"
-
     def _figure(self, timing) -> float:
+        self._note_timer(timing.cycles is not None)
         if timing.cycles is not None:
-            self._timer_unit = "cycles"
             return float(min(timing.cycles))
-        # QEMU -icount shift=0: one instruction per nanosecond; another timer: nanoseconds.
-        self._timer_unit = "instructions" if self._is_qemu else "ns"
         return float(round(min(timing.results) * 1e9))
 
     # -- image life cycle ------------------------------------------------------------------
